@@ -1,0 +1,1 @@
+"""Runner hooks (registered in mmengine's root HOOKS registry)."""

@@ -1,0 +1,1 @@
+"""PDDR backbones, necks and heads (registered in mmengine's root MODELS registry)."""

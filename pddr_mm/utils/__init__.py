@@ -1,0 +1,3 @@
+from .runtime import setup_runtime
+
+__all__ = ['setup_runtime']

@@ -1,0 +1,117 @@
+"""Fused and unfused PDConv2d agree to float precision: every branch subset, mode, shape and batch."""
+import copy
+import itertools
+
+import pytest
+import torch
+
+from pddr_mm import PDConv2d, switch_to_deploy
+from pddr_mm.testing import max_rel_error, randomize_bn
+
+# the rows of the seed's ablation table (ResNet-18), plus a skeleton-only layer
+ABLATION = [
+    ('standard', ),
+    ('standard', 'standard'),
+    ('standard', 'group'),
+    ('standard', 'skeleton'),
+    ('standard', 'group', 'skeleton'),
+    ('standard', 'standard', 'group', 'skeleton'),
+    ('skeleton', ),
+]
+# PD-B needs two branches to weight (a single one is refused at construction, see test_pd_conv)
+SUBSETS_AND_MODES = [(b, m) for b in ABLATION for m in ('A', 'B') if m == 'A' or len(b) > 1]
+TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
+
+
+def make_layer(mode, branches=('standard', 'standard', 'group', 'skeleton'), cin=8, cout=12, k=3, stride=1,
+               padding=None, dilation=1, dtype=torch.float32, seed=0, **kwargs):
+    torch.manual_seed(seed)
+    padding = dilation * (k // 2) if padding is None else padding
+    layer = PDConv2d(cin, cout, k, stride=stride, padding=padding, dilation=dilation, mode=mode,
+                     branches=branches, branch_groups=4, forward_path='branches', **kwargs)
+    layer.init_weights()
+    randomize_bn(layer, seed)
+    if mode == 'B':  # a refinement module far from uniform weights, so mixing errors show
+        with torch.no_grad():
+            layer.refine.fc1.weight.normal_(0, 2.0)
+            layer.refine.fc1.bias.uniform_(0.1, 0.5)  # no dead ReLU: every parameter gets a gradient
+            layer.refine.fc2.weight.normal_(0, 2.0)
+            layer.refine.fc2.bias.normal_(0, 1.0)
+    return layer.to(dtype).eval()
+
+
+def check_fused(layer, x):
+    with torch.no_grad():
+        expected = layer(x)
+        fused = copy.deepcopy(layer)
+        assert switch_to_deploy(fused) == 1
+        actual = fused(x)
+    assert actual.shape == expected.shape
+    err = max_rel_error(actual, expected)
+    assert err <= TOL[x.dtype], err
+    return fused
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+@pytest.mark.parametrize('branches,mode', SUBSETS_AND_MODES)
+def test_every_branch_subset(branches, mode, dtype):
+    layer = make_layer(mode, branches, dtype=dtype)
+    check_fused(layer, torch.randn(3, 8, 11, 14, dtype=dtype))
+
+
+@pytest.mark.parametrize('mode', ['A', 'B'])
+@pytest.mark.parametrize('batch,stride,k', list(itertools.product([1, 2, 3, 64], [1, 2], [3, 5])))
+def test_batch_stride_kernel(mode, batch, stride, k):
+    layer = make_layer(mode, k=k, stride=stride)
+    check_fused(layer, torch.randn(batch, 8, 13, 10))
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+@pytest.mark.parametrize('mode', ['A', 'B'])
+@pytest.mark.parametrize('k,stride,dilation,padding', [
+    (3, 1, 2, None),
+    (5, 2, 2, None),
+    (3, 1, 1, 0),  # less padding than 'same': the skeleton branch crops its input
+    (5, 1, 2, 1),
+    (3, 2, 1, 3),  # more padding than 'same'
+    (3, 1, 1, (0, 2)),
+])
+def test_dilation_and_padding(mode, k, stride, dilation, padding, dtype):
+    layer = make_layer(mode, k=k, stride=stride, dilation=dilation, padding=padding, dtype=dtype)
+    check_fused(layer, torch.randn(2, 8, 15, 12, dtype=dtype))
+
+
+@pytest.mark.parametrize('mode', ['A', 'B'])
+def test_batch_equal_to_channel_count(mode):
+    layer = make_layer(mode, cin=8, cout=8)
+    check_fused(layer, torch.randn(8, 8, 9, 9))
+
+
+@pytest.mark.parametrize('mode', ['A', 'B'])
+def test_pd_b_samples_are_independent(mode):
+    """Each sample's output depends on that sample alone, as in the unfused network."""
+    fused = check_fused(make_layer(mode), torch.randn(4, 8, 9, 9))
+    x = torch.randn(4, 8, 9, 9)
+    with torch.no_grad():
+        together = fused(x)
+        alone = torch.cat([fused(x[i:i + 1]) for i in range(4)])
+    assert max_rel_error(together, alone) <= 1e-5
+
+
+@pytest.mark.parametrize('mode', ['A', 'B'])
+def test_bias_is_folded(mode):
+    layer = make_layer(mode, bias=True)
+    with torch.no_grad():
+        layer.bias.normal_()
+    check_fused(layer, torch.randn(2, 8, 9, 9))
+
+
+@pytest.mark.parametrize('mode', ['A', 'B'])
+def test_online_fused_path_matches_branches_in_eval(mode):
+    layer = make_layer(mode)
+    x = torch.randn(3, 8, 10, 9)
+    with torch.no_grad():
+        expected = layer(x)
+        layer.forward_path = 'auto'
+        actual = layer(x)
+    assert max_rel_error(actual, expected) <= 1e-5

@@ -1,0 +1,59 @@
+"""Frozen-BN training through the fused kernel: same outputs, loss and gradients as the branches."""
+import pytest
+import torch
+
+from pddr_mm.testing import max_rel_error
+from test_fusion_exact import SUBSETS_AND_MODES, make_layer
+
+TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
+
+
+def run(layer, x, path):
+    layer.zero_grad()
+    layer.forward_path = path
+    out = layer(x)
+    terms = out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).reshape(out.shape)
+    terms.sum().backward()
+    return out.detach(), terms.detach(), {n: p.grad.clone() for n, p in layer.named_parameters()}
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+@pytest.mark.parametrize('branches,mode', SUBSETS_AND_MODES)
+def test_online_path_equals_branches(branches, mode, dtype):
+    layer = make_layer(mode, branches, dtype=dtype, stride=2, bias=True, reduction=2)
+    layer.train()
+    for m in layer.modules():  # frozen BN, as with norm_eval=True
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.eval()
+    x = torch.randn(3, 8, 11, 10, dtype=dtype)
+    out_b, terms_b, grads_b = run(layer, x, 'branches')
+    out_f, terms_f, grads_f = run(layer, x, 'auto')  # auto picks the fused path: BNs are frozen
+    tol = TOL[dtype]
+    assert max_rel_error(out_f, out_b) <= tol
+    # the loss relative to the size of its terms (their signs cancel in the sum)
+    assert (terms_f.sum() - terms_b.sum()).abs() <= tol * terms_b.abs().sum()
+    assert grads_f.keys() == grads_b.keys()
+    for name, g in grads_b.items():
+        assert g.abs().max() > 0, name
+        assert max_rel_error(grads_f[name], g) <= tol, name
+
+
+def test_auto_uses_branches_when_bn_trains():
+    layer = make_layer('A').train()
+    layer.forward_path = 'auto'
+    calls = []
+    layer.branches[0].register_forward_hook(lambda *a: calls.append(1))
+    layer(torch.randn(2, 8, 6, 6))
+    assert calls, 'train-mode BN must use batch statistics through the branches'
+    calls.clear()
+    layer.eval()
+    with torch.no_grad():
+        layer(torch.randn(2, 8, 6, 6))
+    assert not calls, 'eval mode runs the fused convolution'
+
+
+def test_forcing_fused_path_with_training_bn_raises():
+    layer = make_layer('B').train()
+    layer.forward_path = 'fused'
+    with pytest.raises(RuntimeError, match='eval mode'):
+        layer(torch.randn(2, 8, 6, 6))

@@ -1,0 +1,145 @@
+"""PDConv2d construction, registry, errors, fusion state and gradients."""
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+from mmcv.cnn import ConvModule, build_conv_layer
+from mmengine.registry import DefaultScope
+
+from pddr_mm import PDConv2d, switch_to_deploy
+from pddr_mm.testing import max_rel_error, randomize_bn
+
+
+@pytest.mark.parametrize('scope', ['mmdet', 'mmpretrain'])
+@pytest.mark.parametrize('mode', ['A', 'B'])
+def test_build_conv_layer_in_downstream_scopes(scope, mode):
+    with DefaultScope.overwrite_default_scope(scope):
+        layer = build_conv_layer(dict(type='PDConv2d', mode=mode), 64, 64, 3, padding=1)
+        assert isinstance(layer, PDConv2d) and layer.mode == mode
+        assert layer.branch_names == ('standard', 'standard', 'group', 'skeleton')
+        assert layer(torch.randn(2, 64, 8, 8)).shape == (2, 64, 8, 8)
+
+
+def test_conv_module_takes_pdconv_as_conv_cfg():
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        m = ConvModule(16, 32, 3, stride=2, padding=1, conv_cfg=dict(type='PDConv2d', mode='B', branch_groups=8),
+                       norm_cfg=None)
+    assert isinstance(m.conv, PDConv2d) and m.conv.bias is not None  # bias='auto' without norm
+    m.init_weights()
+    assert m(torch.randn(2, 16, 9, 9)).shape == (2, 32, 5, 5)
+    randomize_bn(m)
+    m.eval()
+    x = torch.randn(2, 16, 9, 9)
+    m.conv.forward_path = 'branches'
+    with torch.no_grad():
+        expected = m(x)
+        assert switch_to_deploy(m) == 1
+        assert max_rel_error(m(x), expected) <= 1e-5
+
+
+@pytest.mark.parametrize('kwargs,words', [
+    (dict(in_channels=48, out_channels=64, branch_groups=64), ['branch_groups=64', 'in_channels=48']),
+    (dict(kernel_size=4), ['kernel_size', 'odd']),
+    (dict(kernel_size=1), ['kernel_size', 'odd']),
+    (dict(norm_cfg=dict(type='GN', num_groups=8)), ['norm_cfg', "'GN'", 'BN']),
+    (dict(norm_cfg=dict(type='LN')), ['norm_cfg', "'LN'"]),
+    (dict(norm_cfg=dict(type='BN', track_running_stats=False)), ['norm_cfg', "'BN'"]),
+    (dict(branches=('standard', 'dense')), ['branches', "'dense'", 'skeleton']),
+    (dict(branches=()), ['branches', 'non-empty']),
+    (dict(branches='standard'), ['branches']),
+    (dict(mode='C'), ['mode', "'A'", "'B'"]),
+    (dict(mode='B', branches=('standard', )), ["mode='B'", 'two branches']),
+    (dict(groups=2), ['groups', 'branch_groups']),
+    (dict(padding=-1), ['padding']),
+    (dict(stride=0), ['stride']),
+    (dict(reduction=0), ['reduction']),
+    (dict(forward_path='fast'), ['forward_path', "'auto'"]),
+])
+def test_bad_configuration_raises_clear_value_error(kwargs, words):
+    args = dict(in_channels=64, out_channels=64, kernel_size=3, padding=1)
+    args.update(kwargs)
+    with pytest.raises(ValueError) as info:
+        PDConv2d(**args)
+    for word in words:
+        assert word in str(info.value), (word, str(info.value))
+
+
+def test_group_branch_is_optional_for_indivisible_channels():
+    layer = PDConv2d(48, 40, 3, padding=1, branches=('standard', 'skeleton'))
+    assert layer(torch.randn(1, 48, 5, 5)).shape == (1, 40, 5, 5)
+
+
+@pytest.mark.parametrize('mode', ['A', 'B'])
+def test_fusing_in_training_mode_raises(mode):
+    layer = PDConv2d(8, 8, 3, padding=1, mode=mode, branch_groups=4)
+    with pytest.raises(RuntimeError, match='eval'):
+        layer.switch_to_deploy()
+    with pytest.raises(RuntimeError, match='eval'):
+        switch_to_deploy(nn.Sequential(layer))
+    assert not layer.deployed and hasattr(layer, 'branches')
+
+
+@pytest.mark.parametrize('mode', ['A', 'B'])
+def test_fusion_is_idempotent_and_leaves_no_branch_state(mode):
+    model = nn.Sequential(PDConv2d(8, 8, 3, padding=1, mode=mode, branch_groups=4),
+                          PDConv2d(8, 8, 3, padding=1, mode=mode, branch_groups=4)).eval()
+    randomize_bn(model)
+    x = torch.randn(2, 8, 7, 7)
+    assert switch_to_deploy(model) == 2
+    with torch.no_grad():
+        once = model(x)
+    assert switch_to_deploy(model) == 0
+    with torch.no_grad():
+        assert torch.equal(model(x), once)
+    keys = set(model.state_dict())
+    assert not any('branches' in k or 'bn' in k for k in keys), keys
+    if mode == 'A':
+        assert all(isinstance(m, nn.Conv2d) for m in (model[0].fused_conv, model[1].fused_conv))
+        assert keys == {f'{i}.fused_conv.{p}' for i in range(2) for p in ('weight', 'bias')}
+    else:
+        assert all(k.split('.')[1] in ('refine', 'fused_weight', 'fused_bias') for k in keys), keys
+
+
+def test_fused_pd_a_costs_a_plain_conv():
+    from mmengine.analysis import get_model_complexity_info
+    layer = PDConv2d(32, 64, 3, stride=2, padding=1, branch_groups=8).eval()
+    plain = nn.Conv2d(32, 64, 3, stride=2, padding=1, bias=True).eval()
+    switch_to_deploy(layer)
+    fused_info = get_model_complexity_info(layer, (32, 28, 28), show_table=False, show_arch=False)
+    plain_info = get_model_complexity_info(plain, (32, 28, 28), show_table=False, show_arch=False)
+    assert fused_info['params'] == plain_info['params'] == 64 * 32 * 9 + 64
+    assert fused_info['flops'] == plain_info['flops'] > 0
+
+
+def test_fused_pd_b_adds_only_the_refinement_per_sample():
+    """PD-B: each sample meets one kernel of a plain conv's size; the stored extra is the refinement
+    module plus the other branch kernels it mixes from."""
+    layer = PDConv2d(32, 64, 3, padding=1, mode='B', branch_groups=8).eval()
+    refine_params = sum(p.numel() for p in layer.refine.parameters())
+    assert refine_params == (32 * 2 + 2) + (2 * 4 + 4)
+    switch_to_deploy(layer)
+    assert layer.fused_weight.shape == (4, 64, 32, 3, 3) and layer.fused_bias.shape == (4, 64)
+
+
+@pytest.mark.parametrize('mode', ['A', 'B'])
+def test_gradients_reach_every_branch_in_training(mode):
+    layer = PDConv2d(8, 8, 3, padding=1, mode=mode, branch_groups=4).train()
+    layer(torch.randn(4, 8, 6, 6)).square().mean().backward()
+    for name, p in layer.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    if mode == 'B':
+        assert layer.refine.fc1.weight.grad.abs().sum() > 0
+
+
+def test_deploy_flag_builds_the_fused_form_and_loads_a_fused_state():
+    layer = PDConv2d(8, 8, 3, padding=1, mode='B', branch_groups=4).eval()
+    randomize_bn(layer)
+    x = torch.randn(2, 8, 6, 6)
+    deployed = copy.deepcopy(layer)
+    switch_to_deploy(deployed)
+    fresh = PDConv2d(8, 8, 3, padding=1, mode='B', branch_groups=4, deploy=True).eval()
+    assert fresh.deployed and not hasattr(fresh, 'branches')
+    fresh.load_state_dict(deployed.state_dict())
+    with torch.no_grad():
+        assert torch.equal(fresh(x), deployed(x))

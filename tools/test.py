@@ -1,0 +1,68 @@
+"""Test a pddr_mm (or any mmdet / mmpretrain) config: the arguments of mmdet's tools/test.py, plus --deploy."""
+import argparse
+import os
+import os.path as osp
+
+from mmengine.config import Config, DictAction
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+from pddr_mm.utils import setup_runtime
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description='Test (and eval) a model')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='the directory to save the file containing evaluation metrics')
+    parser.add_argument('--out', type=str, help='dump predictions to a pickle file for offline evaluation')
+    parser.add_argument(
+        '--deploy',
+        action='store_true',
+        help='fuse the PDDR branches after the checkpoint is loaded (adds PDDRDeployHook), so the '
+        'deployed model is the one evaluated')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override some settings in the used config, the key-value pair in xxx=yyy format will be merged '
+        'into config file.')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def main():
+    args = parse_args()
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg.load_from = args.checkpoint
+
+    if args.deploy:
+        hooks = cfg.get('custom_hooks', None) or []
+        if not any(h.get('type') == 'PDDRDeployHook' for h in hooks):
+            hooks.append(dict(type='PDDRDeployHook'))
+        cfg.custom_hooks = hooks
+
+    if args.out is not None:
+        assert args.out.endswith(('.pkl', '.pickle')), 'The dump file must be a pkl file.'
+        cfg.test_evaluator = [cfg.test_evaluator] if not isinstance(cfg.test_evaluator, list) else cfg.test_evaluator
+        cfg.test_evaluator.append(dict(type='DumpResults', out_file_path=args.out))
+
+    setup_runtime(cfg)
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    runner.test()
+
+
+if __name__ == '__main__':
+    main()
