@@ -1,17 +1,56 @@
 """What the tools set up before building a Runner."""
+import os
+import subprocess
+from datetime import timedelta
+
 import torch
+import torch.distributed as torch_dist
 from mmengine.config import Config
 
 
 def setup_runtime(cfg: Config) -> Config:
-    """Pick the gloo backend where no GPU is present (NCCL needs one), in place; returns ``cfg``.
+    """Make a config run where it is launched, in place; returns ``cfg``.
 
-    mmdet's and mmpretrain's default runtimes ask for NCCL; on a CPU-only machine the same config then
-    trains across processes with gloo, so ``tools/dist_train.sh`` works unchanged there.
+    Without a GPU (NCCL needs one) the backend becomes gloo, so ``tools/dist_train.sh`` works unchanged on
+    a CPU-only machine. mmengine 0.10.7's ``init_dist`` calls ``torch.cuda.set_device``, which fails
+    there, and wraps the model in DDP with ``device_ids=[LOCAL_RANK]``, which CPU modules reject; so for
+    a distributed launcher on CPU the process group is started here (the Runner then skips its own
+    ``init_dist``) and the DDP wrapper gets ``device_ids=None``.
     """
-    if not torch.cuda.is_available():
-        env_cfg = cfg.setdefault('env_cfg', {})
-        dist_cfg = env_cfg.setdefault('dist_cfg', {})
-        if dist_cfg.get('backend', 'nccl') == 'nccl':
-            dist_cfg['backend'] = 'gloo'
+    if torch.cuda.is_available():
+        return cfg
+    env_cfg = cfg.setdefault('env_cfg', {})
+    dist_cfg = env_cfg.setdefault('dist_cfg', {})
+    if dist_cfg.get('backend', 'nccl') == 'nccl':
+        dist_cfg['backend'] = 'gloo'
+    launcher = cfg.get('launcher', 'none')
+    if launcher in (None, 'none'):
+        return cfg
+    if cfg.get('sync_bn', None) is not None:
+        raise ValueError('sync_bn needs GPUs (torch SyncBatchNorm runs on CUDA only); drop it for CPU runs')
+    init_cpu_dist(launcher, backend=dist_cfg['backend'])
+    wrapper = cfg.get('model_wrapper_cfg', None) or dict(
+        type='MMDistributedDataParallel',
+        broadcast_buffers=False,
+        find_unused_parameters=cfg.get('find_unused_parameters', False))
+    wrapper.setdefault('device_ids', None)
+    cfg.model_wrapper_cfg = wrapper
     return cfg
+
+
+def init_cpu_dist(launcher: str, backend: str = 'gloo', timeout_s: int = 1800) -> None:
+    """Start the process group of a CPU-only run from torchrun's or slurm's environment variables."""
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        return
+    if launcher == 'slurm':  # what mmengine's _init_dist_slurm derives, minus the GPU calls
+        os.environ['RANK'] = os.environ['SLURM_PROCID']
+        os.environ['WORLD_SIZE'] = os.environ['SLURM_NTASKS']
+        os.environ['LOCAL_RANK'] = os.environ.get('SLURM_LOCALID', '0')
+        if 'MASTER_ADDR' not in os.environ:
+            node_list = os.environ['SLURM_NODELIST']
+            os.environ['MASTER_ADDR'] = subprocess.getoutput(f'scontrol show hostname {node_list} | head -n1')
+        os.environ.setdefault('MASTER_PORT', '29500')
+    elif launcher != 'pytorch':
+        raise ValueError(f'launcher {launcher!r} is not supported without a GPU; use pytorch or slurm')
+    torch_dist.init_process_group(backend=backend, rank=int(os.environ['RANK']),
+                                  world_size=int(os.environ['WORLD_SIZE']), timeout=timedelta(seconds=timeout_s))

@@ -1,0 +1,177 @@
+"""Write a small synthetic object-detection data set (COCO format) and its classification crops.
+
+No data can be downloaded where pddr_mm is developed and tested, so the demo, the tests and anyone
+trying the tools train on this set instead. Each image holds a few filled shapes (the classes) of
+random size, colour (colour says nothing about the class), rotation and partial overlap, on a noisy
+gradient background with distracting strokes. Everything follows from ``--seed``: the same arguments
+give byte-identical files.
+
+Layout under ``--out``::
+
+    images/{train,val}/000000.png
+    annotations/instances_train.json, instances_val.json   (COCO; bbox is x, y, w, h)
+    cls/{train,val}/<class>/000000_0.png                    (one object per crop: mmpretrain's folder format)
+"""
+import argparse
+import json
+import math
+import os
+import os.path as osp
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+CLASSES = ('circle', 'square', 'triangle', 'cross')
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description='Generate the synthetic shapes data set (COCO detection + classification crops). '
+        'The defaults are what configs/demo/ expects.')
+    parser.add_argument('--out', default='data/shapes', help='output directory (default: data/shapes)')
+    parser.add_argument('--num-train', type=int, default=800, help='training images (default: 800)')
+    parser.add_argument('--num-val', type=int, default=100, help='validation images (default: 100)')
+    parser.add_argument('--img-size', type=int, default=128, help='square image side in pixels (default: 128)')
+    parser.add_argument('--min-objects', type=int, default=1, help='fewest objects per image (default: 1)')
+    parser.add_argument('--max-objects', type=int, default=4, help='most objects per image (default: 4)')
+    parser.add_argument('--min-size', type=int, default=14, help='smallest object side in pixels (default: 14)')
+    parser.add_argument('--max-size', type=int, default=56, help='largest object side in pixels (default: 56)')
+    parser.add_argument('--max-overlap', type=float, default=0.3,
+                        help='largest IoU allowed between two objects of an image (default: 0.3)')
+    parser.add_argument('--crop-size', type=int, default=32, help='side of the classification crops (default: 32)')
+    parser.add_argument('--no-crops', action='store_true', help='do not write the classification crops')
+    parser.add_argument('--seed', type=int, default=0, help='random seed; same seed, same files (default: 0)')
+    return parser.parse_args(argv)
+
+
+def _iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """IoU of two (x1, y1, x2, y2) boxes."""
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _background(rng: np.random.Generator, size: int) -> Image.Image:
+    """A random two-colour gradient with pixel noise and a few thin strokes (clutter, not objects)."""
+    c0, c1 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+    angle = rng.uniform(0, 2 * math.pi)
+    yy, xx = np.mgrid[0:size, 0:size] / max(size - 1, 1)
+    t = (np.cos(angle) * xx + np.sin(angle) * yy)
+    t = (t - t.min()) / max(t.max() - t.min(), 1e-6)
+    img = c0[None, None] * (1 - t[..., None]) + c1[None, None] * t[..., None]
+    img += rng.normal(0, rng.uniform(4, 16), img.shape)
+    pil = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(pil)
+    for _ in range(int(rng.integers(0, 5))):
+        pts = [tuple(float(v) for v in rng.uniform(0, size, 2)) for _ in range(2)]
+        draw.line(pts, fill=tuple(int(v) for v in rng.uniform(0, 255, 3)), width=int(rng.integers(1, 3)))
+    return pil
+
+
+def _shape_polygon(cls: str, cx: float, cy: float, r: float, rot: float) -> List[Tuple[float, float]]:
+    """Outline of a shape of 'radius' r centred at (cx, cy), rotated by rot (radians)."""
+    if cls == 'square':
+        pts = [(-1, -1), (1, -1), (1, 1), (-1, 1)]
+        pts = [(x * 0.8, y * 0.8) for x, y in pts]
+    elif cls == 'triangle':
+        pts = [(math.cos(a), math.sin(a)) for a in (-math.pi / 2, math.pi / 6, 5 * math.pi / 6)]
+    elif cls == 'cross':
+        w = 0.33
+        pts = [(-w, -1), (w, -1), (w, -w), (1, -w), (1, w), (w, w), (w, 1), (-w, 1), (-w, w), (-1, w), (-1, -w),
+               (-w, -w)]
+    else:
+        raise ValueError(cls)
+    c, s = math.cos(rot), math.sin(rot)
+    return [(cx + r * (x * c - y * s), cy + r * (x * s + y * c)) for x, y in pts]
+
+
+def _draw_object(draw: ImageDraw.ImageDraw, rng: np.random.Generator, cls: str, cx: float, cy: float,
+                 r: float) -> Tuple[float, float, float, float]:
+    """Draw one object; returns its tight box (x1, y1, x2, y2)."""
+    colour = tuple(int(v) for v in rng.uniform(0, 255, 3))
+    if cls == 'circle':
+        box = (cx - r, cy - r, cx + r, cy + r)
+        draw.ellipse(box, fill=colour)
+        return box
+    pts = _shape_polygon(cls, cx, cy, r, rng.uniform(0, 2 * math.pi))
+    draw.polygon(pts, fill=colour)
+    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+    return min(xs), min(ys), max(xs), max(ys)
+
+
+def make_image(rng: np.random.Generator, args: argparse.Namespace) -> Tuple[Image.Image, List[Dict]]:
+    """One image and its objects (dicts with 'category_id' and 'box' = x1, y1, x2, y2 clipped to the image)."""
+    size = args.img_size
+    img = _background(rng, size)
+    draw = ImageDraw.Draw(img)
+    objects: List[Dict] = []
+    n = int(rng.integers(args.min_objects, args.max_objects + 1))
+    # larger objects first, so a smaller one drawn later may cover part of a larger one but never hides it
+    sides = sorted(rng.uniform(args.min_size, args.max_size, n), reverse=True)
+    for side in sides:
+        r = side / 2
+        for _attempt in range(20):  # objects keep out of each other beyond max_overlap; give up otherwise
+            cx, cy = rng.uniform(r * 0.6, size - r * 0.6, 2)  # may be cut by the border a little
+            box = (cx - r, cy - r, cx + r, cy + r)
+            if all(_iou(box, o['box']) <= args.max_overlap for o in objects):
+                break
+        else:
+            continue
+        label = int(rng.integers(len(CLASSES)))
+        x1, y1, x2, y2 = _draw_object(draw, rng, CLASSES[label], cx, cy, r)
+        box = (max(x1, 0.0), max(y1, 0.0), min(x2, size - 1.0), min(y2, size - 1.0))
+        if box[2] - box[0] < 2 or box[3] - box[1] < 2:
+            continue
+        objects.append(dict(category_id=label, box=box))
+    return img, objects
+
+
+def write_split(args: argparse.Namespace, split: str, num: int, stream: int) -> Dict:
+    """Write one split's images (and crops); returns its COCO dict."""
+    img_dir = osp.join(args.out, 'images', split)
+    os.makedirs(img_dir, exist_ok=True)
+    coco = dict(images=[], annotations=[], categories=[dict(id=i, name=c) for i, c in enumerate(CLASSES)])
+    ann_id = 0
+    for idx in range(num):
+        rng = np.random.default_rng([args.seed, stream, idx])
+        img, objects = make_image(rng, args)
+        name = f'{idx:06d}.png'
+        img.save(osp.join(img_dir, name))
+        coco['images'].append(dict(id=idx, file_name=f'{split}/{name}', width=args.img_size, height=args.img_size))
+        for k, obj in enumerate(objects):
+            x1, y1, x2, y2 = obj['box']
+            w, h = x2 - x1, y2 - y1
+            coco['annotations'].append(
+                dict(id=ann_id, image_id=idx, category_id=obj['category_id'],
+                     bbox=[round(x1, 2), round(y1, 2), round(w, 2), round(h, 2)], area=round(w * h, 2), iscrowd=0))
+            ann_id += 1
+            if not args.no_crops:
+                crop_dir = osp.join(args.out, 'cls', split, CLASSES[obj['category_id']])
+                os.makedirs(crop_dir, exist_ok=True)
+                pad = 0.15 * max(w, h)
+                crop = img.crop((int(x1 - pad), int(y1 - pad), int(math.ceil(x2 + pad)), int(math.ceil(y2 + pad))))
+                crop.resize((args.crop_size, args.crop_size), Image.BILINEAR).save(
+                    osp.join(crop_dir, f'{idx:06d}_{k}.png'))
+    return coco
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.min_objects > args.max_objects or args.min_size > args.max_size or args.max_size > args.img_size:
+        raise SystemExit('need min-objects <= max-objects and min-size <= max-size <= img-size')
+    ann_dir = osp.join(args.out, 'annotations')
+    os.makedirs(ann_dir, exist_ok=True)
+    # the splits draw from disjoint streams, so changing --num-train leaves the val split unchanged
+    for split, num, stream in (('train', args.num_train, 0), ('val', args.num_val, 1)):
+        coco = write_split(args, split, num, stream)
+        with open(osp.join(ann_dir, f'instances_{split}.json'), 'w') as f:
+            json.dump(coco, f)
+        print(f'{split}: {len(coco["images"])} images, {len(coco["annotations"])} objects')
+    print(f'written to {args.out}')
+
+
+if __name__ == '__main__':
+    main()
