@@ -1,0 +1,109 @@
+"""Model-level helpers shared by the deploy hook and tools: unwrapping, unfused copies, output checks."""
+import copy
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+from mmengine.model import is_model_wrapper
+from torch import Tensor
+
+from pddr_mm.ops import PDConv2d, switch_to_deploy
+from pddr_mm.testing import max_rel_error
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside DDP / FSDP / mmengine wrappers."""
+    return model.module if is_model_wrapper(model) else model
+
+
+def pd_layers(model: nn.Module) -> List[PDConv2d]:
+    return [m for m in model.modules() if isinstance(m, PDConv2d)]
+
+
+def set_forward_path(model: nn.Module, forward_path: str) -> None:
+    """Force one computation path on every (unfused) PDConv2d of ``model``."""
+    for m in pd_layers(model):
+        m.forward_path = forward_path
+
+
+def unfused_reference(model: nn.Module) -> nn.Module:
+    """An eval-mode copy of ``model`` that computes branch by branch (the unfused reference)."""
+    ref = copy.deepcopy(unwrap(model)).eval()
+    set_forward_path(ref, 'branches')
+    return ref
+
+
+def fused_copy(model: nn.Module) -> Tuple[nn.Module, int]:
+    """An eval-mode, fused copy of ``model`` (the original is not touched) and how many layers were fused."""
+    fused = copy.deepcopy(unwrap(model)).eval()
+    return fused, switch_to_deploy(fused)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+class TensorMode(nn.Module):
+    """``model(inputs, data_samples, mode='tensor')`` as a one-argument module, for FLOP tracing.
+
+    Two-stage detectors read image metas from the data samples even in tensor mode (as mmdet's own
+    get_flops does, the samples are bound here).
+    """
+
+    def __init__(self, model: nn.Module, data_samples: Optional[list] = None) -> None:
+        super().__init__()
+        self.model = unwrap(model)
+        self.data_samples = data_samples
+
+    def forward(self, inputs: Tensor) -> Any:
+        return self.model(inputs, self.data_samples, mode='tensor')
+
+
+def count_flops(model: nn.Module, inputs: Tensor, data_samples: Optional[list] = None) -> int:
+    """FLOPs of ``model`` in tensor mode on ``inputs`` (mmengine's FlopAnalyzer: one multiply-add = 1 FLOP)."""
+    from mmengine.analysis import FlopAnalyzer
+    analyzer = FlopAnalyzer(TensorMode(model, data_samples).eval(), (inputs, ))
+    analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    return int(analyzer.total())
+
+
+def flatten_tensors(out: Any) -> List[Tensor]:
+    """Every tensor of a nested network output (tensor mode returns tensors, tuples, lists or dicts)."""
+    if isinstance(out, Tensor):
+        return [out]
+    if isinstance(out, dict):
+        return [t for v in out.values() for t in flatten_tensors(v)]
+    if isinstance(out, (list, tuple)):
+        return [t for v in out for t in flatten_tensors(v)]
+    return []
+
+
+def compare_outputs(actual: Any, expected: Any) -> float:
+    """Largest relative error (``max_rel_error``) over matching tensors of two network outputs."""
+    a, e = flatten_tensors(actual), flatten_tensors(expected)
+    if len(a) != len(e) or not a:
+        raise RuntimeError(f'cannot compare network outputs: {len(a)} tensors against {len(e)}')
+    worst = 0.0
+    for x, y in zip(a, e):
+        if x.shape != y.shape:
+            raise RuntimeError(f'fused output shape {tuple(x.shape)} differs from unfused {tuple(y.shape)}')
+        worst = max(worst, max_rel_error(x.float(), y.float()))
+    return worst
+
+
+@torch.no_grad()
+def tensor_forward(model: nn.Module, data: Dict) -> Any:
+    """The network output (``mode='tensor'``) of an already preprocessed batch."""
+    return unwrap(model)(data['inputs'], data.get('data_samples'), mode='tensor')
+
+
+def preprocess(model: nn.Module, data_batch: Any, training: bool = False) -> Dict:
+    """Run the model's data preprocessor on a raw batch (as ``test_step`` does)."""
+    return unwrap(model).data_preprocessor(data_batch, training)
+
+
+def input_tensor(data: Dict) -> Tensor:
+    inputs = data['inputs']
+    if isinstance(inputs, Sequence) and not isinstance(inputs, Tensor):
+        inputs = inputs[0]
+    return inputs
