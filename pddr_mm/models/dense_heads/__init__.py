@@ -1,0 +1,4 @@
+"""PDDR dense heads."""
+from .pd_retina_head import PDRetinaHead
+
+__all__ = ['PDRetinaHead']

@@ -1,0 +1,4 @@
+"""PDDR necks."""
+from .pd_fpn import PDFPN
+
+__all__ = ['PDFPN']
