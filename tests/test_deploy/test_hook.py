@@ -1,0 +1,96 @@
+"""PDDRDeployHook in real (tiny) Runner runs: training untouched, fused validation, fused test, check fires."""
+import os.path as osp
+
+import pytest
+import torch
+from deploy_fixtures import CLS_CONFIG, write_config
+from mmengine.config import Config
+from mmengine.runner import Runner
+
+import pddr_mm.hooks.deploy_hook as deploy_hook
+from pddr_mm.deployment import unwrap
+from pddr_mm.hooks import PDDRDeployHook
+from pddr_mm.ops import PDConv2d, is_deployed
+from pddr_mm.testing import randomize_bn
+from pddr_mm.utils import setup_runtime
+
+
+def make_runner(tmp_path, name, **overrides) -> Runner:
+    cfg = Config.fromfile(write_config(str(tmp_path / f'{name}.py'), CLS_CONFIG))
+    cfg.work_dir = str(tmp_path / name)
+    cfg.merge_from_dict(overrides)
+    setup_runtime(cfg)
+    return Runner.from_cfg(cfg)
+
+
+def deploy_hook_of(runner) -> PDDRDeployHook:
+    return next(h for h in runner.hooks if isinstance(h, PDDRDeployHook))
+
+
+def test_training_untouched_and_fused_validation(tmp_path, monkeypatch):
+    runner = make_runner(tmp_path, 'train')
+    validated = []
+    real_val_step = type(unwrap(runner.model)).val_step
+
+    def spy_val_step(model, data):  # records which model the val loop ran
+        validated.append((id(model), is_deployed(model)))
+        return real_val_step(model, data)
+
+    monkeypatch.setattr(type(unwrap(runner.model)), 'val_step', spy_val_step)
+    runner.train()
+    model = unwrap(runner.model)
+    # validation ran on a fused copy, never on the training model
+    assert validated and all(deployed for _, deployed in validated)
+    assert all(i != id(model) for i, _ in validated)
+    # the training model still has its branches, and still trains
+    layers = [m for m in model.modules() if isinstance(m, PDConv2d)]
+    assert layers and not any(m.deployed for m in layers) and all(hasattr(m, 'branches') for m in layers)
+    model.train()
+    before = layers[0].branches[0].conv.weight.detach().clone()
+    data = model.data_preprocessor(next(iter(runner.train_dataloader)), True)
+    loss = sum(v for k, v in model(**data, mode='loss').items() if 'loss' in k)
+    loss.backward()
+    assert layers[0].branches[0].conv.weight.grad.abs().sum() > 0
+    runner.optim_wrapper.step()
+    assert not torch.equal(before, layers[0].branches[0].conv.weight)
+    assert osp.isfile(osp.join(runner.work_dir, 'epoch_1.pth'))
+
+
+def test_fuses_before_testing_and_checks(tmp_path):
+    runner = make_runner(tmp_path, 'test')
+    randomize_bn(runner.model, seed=1)
+    hook = deploy_hook_of(runner)
+    metrics = runner.test()
+    assert is_deployed(unwrap(runner.model))
+    assert hook.last_error is not None and hook.last_error <= 1e-5
+    assert 'accuracy/top1' in metrics
+
+
+def corrupting_fusion(real):
+    """switch_to_deploy that then perturbs the fused kernels of the last PDConv2d (a broken fusion)."""
+
+    def fuse_and_corrupt(model):
+        num = real(model)
+        layer = [m for m in model.modules() if isinstance(m, PDConv2d)][-1]
+        with torch.no_grad():
+            layer.fused_weight.add_(torch.randn_like(layer.fused_weight))
+        return num
+
+    return fuse_and_corrupt
+
+
+def test_mismatch_check_fires(tmp_path, monkeypatch):
+    runner = make_runner(tmp_path, 'corrupt')
+    randomize_bn(runner.model, seed=2)
+    monkeypatch.setattr(deploy_hook, 'switch_to_deploy', corrupting_fusion(deploy_hook.switch_to_deploy))
+    with pytest.raises(RuntimeError, match='disagrees with the unfused'):
+        runner.test()
+
+
+def test_tolerance_is_configurable(tmp_path, monkeypatch):
+    # the same corruption passes when the user allows a huge error: the check compares against tolerance
+    runner = make_runner(tmp_path, 'loose', custom_hooks=[dict(type='PDDRDeployHook', tolerance=1e9)])
+    randomize_bn(runner.model, seed=2)
+    monkeypatch.setattr(deploy_hook, 'switch_to_deploy', corrupting_fusion(deploy_hook.switch_to_deploy))
+    runner.test()
+    assert deploy_hook_of(runner).last_error > 1e-2
