@@ -10,7 +10,7 @@ from mmengine.runner import Runner
 from pddr_mm.utils import setup_runtime
 
 
-def parse_args():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Test (and eval) a model')
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
@@ -20,7 +20,8 @@ def parse_args():
         '--deploy',
         action='store_true',
         help='fuse the PDDR branches after the checkpoint is loaded (adds PDDRDeployHook), so the '
-        'deployed model is the one evaluated')
+        'deployed model is the one evaluated; the fused outputs are checked against the unfused ones on the '
+        'first batch. A deploy config written by tools/deploy.py needs no --deploy')
     parser.add_argument(
         '--cfg-options',
         nargs='+',
@@ -29,14 +30,14 @@ def parse_args():
         'into config file.')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none', help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args
 
 
-def main():
-    args = parse_args()
+def main(argv=None):
+    args = parse_args(argv)
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
@@ -61,7 +62,7 @@ def main():
 
     setup_runtime(cfg)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-    runner.test()
+    return runner.test()
 
 
 if __name__ == '__main__':
