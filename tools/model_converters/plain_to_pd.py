@@ -1,0 +1,53 @@
+"""Convert a plain ResNet checkpoint into a PD-ResNet (PDDR) checkpoint that computes the same function.
+
+Every 3x3 conv of the residual blocks (with its BN) becomes the state of an equivalent PDConv2d
+(``pddr_mm.models.backbones.plain_to_pd``, the same mapping PDResNet applies when it loads plain
+weights through ``init_cfg=dict(type='Pretrained', ...)``). Works with torchvision naming
+(``layer1.0.conv2.weight``) and OpenMMLab naming (``backbone.layer1.0.conv2.weight``).
+
+Example::
+
+    python tools/model_converters/plain_to_pd.py resnet50.pth pd-b-resnet50.pth --mode B
+"""
+import argparse
+from collections import OrderedDict
+
+import torch
+from mmengine.runner import CheckpointLoader
+
+from pddr_mm.models.backbones.plain_to_pd import find_block_convs, plain_to_pd_state_dict
+from pddr_mm.ops import DEFAULT_BRANCHES
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Convert a plain ResNet checkpoint to PDDR (PD-ResNet) keys')
+    parser.add_argument('src', help='plain checkpoint path (or URL / torchvision:// name mmengine can load)')
+    parser.add_argument('dst', help='where to save the PDDR checkpoint')
+    parser.add_argument('--mode', choices=['A', 'B'], default='A', help='PD-A (sum) or PD-B (refined mix)')
+    parser.add_argument('--branches', nargs='+', default=list(DEFAULT_BRANCHES),
+                        help='branches of every PDConv2d, as in the config (default: %(default)s)')
+    parser.add_argument('--branch-groups', type=int, default=64, help="groups of the 'group' branch")
+    parser.add_argument('--reduction', type=int, default=16, help='refinement module reduction (PD-B)')
+    parser.add_argument('--seed', type=int, default=0, help='seed for the kernels that carry no plain weights')
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    checkpoint = CheckpointLoader.load_checkpoint(args.src, map_location='cpu')
+    state_dict = checkpoint.get('state_dict', checkpoint)
+    pairs = find_block_convs(state_dict)
+    if not pairs:
+        raise SystemExit(f'no residual-block 3x3 conv (layerI.J.convK.weight) found in {args.src}')
+    converted = plain_to_pd_state_dict(state_dict, pairs, seed=args.seed, mode=args.mode,
+                                       branches=tuple(args.branches), branch_groups=args.branch_groups,
+                                       reduction=args.reduction)
+    meta = dict(checkpoint.get('meta', {}) if isinstance(checkpoint.get('meta'), dict) else {})
+    meta['pddr_plain_to_pd'] = dict(src=args.src, mode=args.mode, branches=list(args.branches),
+                                    branch_groups=args.branch_groups, reduction=args.reduction)
+    torch.save(dict(state_dict=OrderedDict(converted), meta=meta), args.dst)
+    print(f'converted {len(pairs)} convs to PD-{args.mode} ({", ".join(args.branches)}); saved {args.dst}')
+
+
+if __name__ == '__main__':
+    main()
