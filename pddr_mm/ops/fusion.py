@@ -4,13 +4,21 @@ Every PDDR module (the convolution, and through it the backbones, necks and head
 functions only. They are plain differentiable tensor functions: the deploy path calls them once under
 ``torch.no_grad()``, the frozen-BN training path calls them on every forward so that gradients reach
 the branch parameters exactly as through the branch-by-branch computation.
+
+A branch contributes one or more folded *parts*: a kernel and the groups it was convolved with. A part
+smaller than the full window (the kx1 and 1xk skeleton kernels) belongs on the window's centre, and a
+grouped part on the block diagonal of the dense kernel. ``add_kernel_`` writes a part into exactly
+those entries (zero-padding and group-to-dense without materialising either), which keeps the
+per-forward cost of the frozen-BN path to a few passes over one dense kernel.
 """
-from typing import Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
+
+Part = Tuple[Tensor, int]  # (kernel (..., out, in / groups, h, w), groups)
 
 
 def check_foldable_bn(bn: _BatchNorm) -> None:
@@ -43,41 +51,107 @@ def fold_bn(kernel: Tensor, bn: _BatchNorm) -> Tuple[Tensor, Tensor]:
     return kernel * scale.reshape(-1, 1, 1, 1), shift
 
 
-def pad_kernel(kernel: Tensor, size: Tuple[int, int]) -> Tensor:
-    """Zero-pad a (h, w) kernel, centred, to ``size`` (for instance a kx1 skeleton kernel to kxk).
+def _part_view(dense: Tensor, kernel_shape: Sequence[int], groups: int) -> Tensor:
+    """A view of the entries of ``dense`` that a part of ``kernel_shape`` occupies.
 
-    Padding happens in undilated kernel space, so it stays exact for dilated convolutions whose small
-    kernel samples the centre row/column of the large window.
+    Laid out like the part, except that a grouped part's output axis is split into (groups, out / groups).
     """
-    dh, dw = size[0] - kernel.shape[-2], size[1] - kernel.shape[-1]
-    if dh < 0 or dw < 0 or dh % 2 or dw % 2:
-        raise ValueError(f'cannot centre a {tuple(kernel.shape[-2:])} kernel in {tuple(size)}')
-    if dh == 0 and dw == 0:
-        return kernel
-    return F.pad(kernel, [dw // 2, dw // 2, dh // 2, dh // 2])
+    kh, kw = dense.shape[-2:]
+    h, w = kernel_shape[-2:]
+    if h > kh or w > kw or (kh - h) % 2 or (kw - w) % 2:
+        raise ValueError(f'cannot centre a {(h, w)} kernel in a {(kh, kw)} window')
+    top, left = (kh - h) // 2, (kw - w) // 2
+    target = dense[..., top:top + h, left:left + w]
+    if groups > 1:
+        out_per_group = dense.shape[-4] // groups
+        in_per_group = dense.shape[-3] // groups
+        # (..., g, o, g', i, h, w) -> the blocks with g == g': (..., o, i, h, w, g) -> (..., g, o, i, h, w)
+        target = target.unflatten(-4, (groups, out_per_group)).unflatten(-3, (groups, in_per_group))
+        target = target.diagonal(dim1=-6, dim2=-4).movedim(-1, -5)
+    return target
 
 
-def group_to_dense(kernel: Tensor, groups: int) -> Tensor:
-    """Turn a grouped kernel (out, in/groups, h, w) into the equivalent dense (out, in, h, w) one."""
-    if groups == 1:
-        return kernel
-    out_channels, in_per_group, h, w = kernel.shape
-    out_per_group = out_channels // groups
-    blocks = kernel.reshape(groups, out_per_group, in_per_group, h, w)
-    eye = torch.eye(groups, dtype=kernel.dtype, device=kernel.device)
-    # dense[g, o, g', i] = blocks[g, o, i] if g == g' else 0
-    dense = torch.einsum('goihw,gq->goqihw', blocks, eye)
-    return dense.reshape(out_channels, groups * in_per_group, h, w)
+def _grouped(kernel: Tensor, groups: int) -> Tensor:
+    """``kernel`` in the layout of ``_part_view``."""
+    return kernel.unflatten(-4, (groups, kernel.shape[-4] // groups)) if groups > 1 else kernel
 
 
-def aggregate_kernels(weights: Tensor, kernels: Tensor, biases: Tensor) -> Tuple[Tensor, Tensor]:
-    """Mix branch kernels per sample: weights (N, B), kernels (B, O, I, h, w), biases (B, O).
+class _AddKernel(torch.autograd.Function):
+    """In-place add of a part; its backward passes the dense gradient through without copying it
+    (autograd's generic in-place-on-a-view rule clones the whole dense gradient on every step)."""
 
-    Returns one kernel (N, O, I, h, w) and one bias (N, O) per sample: ``sum_b w[n, b] * K_b``.
+    @staticmethod
+    def forward(ctx, dense: Tensor, kernel: Tensor, groups: int) -> Tensor:
+        ctx.shape, ctx.groups = kernel.shape, groups
+        _part_view(dense, kernel.shape, groups).add_(_grouped(kernel, groups))
+        ctx.mark_dirty(dense)
+        return dense
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        grad_kernel = None
+        if ctx.needs_input_grad[1]:
+            grad_kernel = _part_view(grad, ctx.shape, ctx.groups).reshape(ctx.shape)
+        return grad, grad_kernel, None
+
+
+def add_kernel_(dense: Tensor, kernel: Tensor, groups: int = 1) -> Tensor:
+    """Add a folded part into a dense full-size kernel, in place, and return ``dense``.
+
+    ``dense`` is (..., out, in, kh, kw); ``kernel`` is (..., out, in / groups, h, w) with odd h <= kh and
+    w <= kw (leading dimensions broadcast). The part lands centred in the window (the zero padding that
+    aligns a kx1 kernel with the kxk window, exact for dilated convolutions too because it happens in
+    undilated kernel space) and, for ``groups > 1``, on the block diagonal (the dense form of a grouped
+    convolution). Differentiable as long as ``dense`` is a fresh, non-leaf tensor.
     """
-    num_branches = kernels.shape[0]
-    mixed = torch.mm(weights, kernels.reshape(num_branches, -1))
-    return mixed.reshape((weights.shape[0], ) + kernels.shape[1:]), torch.mm(weights, biases)
+    if torch.is_grad_enabled() and (dense.requires_grad or kernel.requires_grad):
+        grad_shape = torch.broadcast_shapes(dense.shape[:-4], kernel.shape[:-4]) + kernel.shape[-4:]
+        return _AddKernel.apply(dense, kernel.expand(grad_shape), groups)
+    _part_view(dense, kernel.shape, groups).add_(_grouped(kernel, groups))
+    return dense
+
+
+def merge_parts(parts: Sequence[Part], in_channels: int, kernel_size: Tuple[int, int]) -> Tensor:
+    """Sum folded parts into one dense (out, in, kh, kw) kernel: the PD-A kernel.
+
+    The parts must be fresh tensors (``fold_bn`` outputs): the first full-size dense one is written in
+    place and returned, which saves a pass over the kernel on every frozen-BN training step.
+    """
+    dense_i = next((i for i, (k, g) in enumerate(parts) if g == 1 and tuple(k.shape[-2:]) == tuple(kernel_size)),
+                   None)
+    if dense_i is None:
+        k0 = parts[0][0]
+        dense = k0.new_zeros(k0.shape[:-3] + (in_channels, ) + tuple(kernel_size))
+    else:
+        dense = parts[dense_i][0]
+    for i, (kernel, groups) in enumerate(parts):
+        if i != dense_i:
+            add_kernel_(dense, kernel, groups)
+    return dense
+
+
+def mix_kernels(weights: Tensor, dense: Tensor, dense_branch: Sequence[int], extras: Sequence[Tuple[Tensor, int, int]],
+                biases: Tensor) -> Tuple[Tensor, Tensor]:
+    """One kernel and bias per sample for PD-B: ``sum_b weights[n, b] * (kernel_b, bias_b)``.
+
+    Args:
+        weights: (N, B) branch weights per sample.
+        dense: (S, out, in, kh, kw) full-size dense parts; part s belongs to branch ``dense_branch[s]``.
+        extras: the other parts as (kernel, groups, branch index), added into their own entries only.
+        biases: (B, out) folded bias of every branch.
+
+    Returns:
+        kernels (N, out, in, kh, kw) and biases (N, out).
+    """
+    n = weights.shape[0]
+    if dense.shape[0]:
+        mixed = torch.mm(weights[:, list(dense_branch)], dense.reshape(dense.shape[0], -1))
+        mixed = mixed.reshape((n, ) + dense.shape[1:])
+    else:
+        mixed = weights.new_zeros((n, ) + dense.shape[1:])
+    for kernel, groups, branch in extras:
+        add_kernel_(mixed, weights[:, branch].reshape(-1, 1, 1, 1, 1) * kernel, groups)
+    return mixed, torch.mm(weights, biases)
 
 
 def per_sample_conv2d(x: Tensor, kernels: Tensor, biases: Tensor, stride: Sequence[int],
@@ -99,3 +173,6 @@ def per_sample_conv2d(x: Tensor, kernels: Tensor, biases: Tensor, stride: Sequen
         dilation=dilation,
         groups=n)
     return out.reshape(n, kernels.shape[1], out.shape[-2], out.shape[-1])
+
+
+__all__: List[str] = ['check_foldable_bn', 'fold_bn', 'add_kernel_', 'merge_parts', 'mix_kernels', 'per_sample_conv2d']

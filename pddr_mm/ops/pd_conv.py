@@ -11,7 +11,7 @@ from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.utils import _pair
 
-from .fusion import aggregate_kernels, fold_bn, group_to_dense, pad_kernel, per_sample_conv2d
+from .fusion import add_kernel_, fold_bn, merge_parts, mix_kernels, per_sample_conv2d
 from .refine import Refinement
 
 IntOrPair = Union[int, Tuple[int, int]]
@@ -53,10 +53,10 @@ class ConvBN(nn.Module):
             x = x[..., ch:x.shape[-2] - ch, cw:x.shape[-1] - cw]
         return self.bn(self.conv(x))
 
-    def fused_kernel_bias(self) -> Tuple[Tensor, Tensor]:
-        """The dense, full-size kernel and bias that compute this branch (BN must be in eval mode)."""
+    def fold(self) -> Tuple[List[Tuple[Tensor, int]], Tensor]:
+        """This branch as folded parts [(kernel, groups)] and a bias (its BN must be in eval mode)."""
         kernel, bias = fold_bn(self.conv.weight, self.bn)
-        return pad_kernel(group_to_dense(kernel, self.conv.groups), self.full_kernel), bias
+        return [(kernel, self.conv.groups)], bias
 
 
 class SkeletonBranch(nn.Module):
@@ -71,10 +71,10 @@ class SkeletonBranch(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.ver(x) + self.hor(x)
 
-    def fused_kernel_bias(self) -> Tuple[Tensor, Tensor]:
-        kv, bv = self.ver.fused_kernel_bias()
-        kh, bh = self.hor.fused_kernel_bias()
-        return kv + kh, bv + bh
+    def fold(self) -> Tuple[List[Tuple[Tensor, int]], Tensor]:
+        ver_parts, ver_bias = self.ver.fold()
+        hor_parts, hor_bias = self.hor.fold()
+        return ver_parts + hor_parts, ver_bias + hor_bias
 
 
 def _check_norm_cfg(norm_cfg: Dict) -> None:
@@ -193,13 +193,41 @@ class PDConv2d(BaseModule):
                       **kwargs)
 
     # ------------------------------------------------------------------ fusion
-    def branch_kernels(self) -> Tuple[Tensor, Tensor]:
-        """Folded dense kernels (B, out, in, kh, kw) and biases (B, out) of every branch.
+    def _part_specs(self) -> List[Tuple[int, int, Tuple[int, int]]]:
+        """(branch index, groups, kernel size) of every folded part, in ``fold_branches`` order."""
+        kh, kw = self.kernel_size
+        specs = []
+        for i, name in enumerate(self.branch_names):
+            if name == 'skeleton':
+                specs += [(i, 1, (kh, 1)), (i, 1, (1, kw))]
+            else:
+                specs.append((i, self.branch_groups if name == 'group' else 1, (kh, kw)))
+        return specs
+
+    def _dense_parts(self) -> List[int]:
+        """Indices of the parts that are full-size dense kernels (the standard branches)."""
+        return [j for j, (_, g, size) in enumerate(self._part_specs()) if g == 1 and size == self.kernel_size]
+
+    def fold_branches(self) -> Tuple[List[Tuple[Tensor, int]], Tensor]:
+        """Every branch folded with its BN: parts [(kernel, groups)] and biases (B, out).
 
         Differentiable: the frozen-BN training path runs on them. Needs every branch BN in eval mode.
         """
-        kernels, biases = zip(*(branch.fused_kernel_bias() for branch in self.branches))
-        return torch.stack(kernels), torch.stack(biases)
+        parts, biases = [], []
+        for branch in self.branches:
+            branch_parts, bias = branch.fold()
+            parts += branch_parts
+            biases.append(bias)
+        return parts, torch.stack(biases)
+
+    def branch_kernels(self) -> Tuple[Tensor, Tensor]:
+        """Each branch as a dense full-size kernel (B, out, in, kh, kw) and bias (B, out), for inspection."""
+        parts, biases = self.fold_branches()
+        kernels = parts[0][0].new_zeros((len(self.branch_names), self.out_channels, self.in_channels) +
+                                        self.kernel_size)
+        for (kernel, groups), (branch, _, _) in zip(parts, self._part_specs()):
+            add_kernel_(kernels[branch], kernel, groups)
+        return kernels, biases
 
     def _bn_layers(self) -> List[_BatchNorm]:
         return [m for m in self.branches.modules() if isinstance(m, _BatchNorm)]
@@ -221,26 +249,31 @@ class PDConv2d(BaseModule):
         if self.training or any(bn.training for bn in self._bn_layers()):
             raise RuntimeError('PDConv2d is in training mode: train-mode BN has no fixed fold. '
                                'Call model.eval() before switch_to_deploy().')
-        kernels, biases = self.branch_kernels()
-        self._to_deploy_form(kernels, biases)
+        self._to_deploy_form(*self.fold_branches())
         return True
 
-    def _to_deploy_form(self, kernels: Optional[Tensor] = None, biases: Optional[Tensor] = None) -> None:
+    def _to_deploy_form(self, parts: Optional[List[Tuple[Tensor, int]]] = None,
+                        biases: Optional[Tensor] = None) -> None:
         ref = next(self.branches.parameters())
-        num = len(self.branch_names)
-        if kernels is None:  # deploy=True at construction: shapes only, weights come from a checkpoint
-            kernels = ref.new_zeros((num, self.out_channels, self.in_channels) + self.kernel_size)
-            biases = ref.new_zeros((num, self.out_channels))
+        specs = self._part_specs()
+        if parts is None:  # deploy=True at construction: shapes only, weights come from a checkpoint
+            io = (self.out_channels, self.in_channels)
+            parts = [(ref.new_zeros((io[0], io[1] // g) + size), g) for _, g, size in specs]
+            biases = ref.new_zeros((len(self.branch_names), self.out_channels))
         if self.mode == 'A':
             self.fused_conv = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride,
                                         self.padding, self.dilation, bias=True).to(ref)
             bias = biases.sum(0) if self.bias is None else biases.sum(0) + self.bias
-            self.fused_conv.weight.data.copy_(kernels.sum(0))
-            self.fused_conv.bias.data.copy_(bias)
+            self.fused_conv.weight.copy_(merge_parts(parts, self.in_channels, self.kernel_size))
+            self.fused_conv.bias.copy_(bias)
             self.bias = None
         else:
-            self.fused_weight = nn.Parameter(kernels.detach().clone())
-            self.fused_bias = nn.Parameter(biases.detach().clone())
+            dense = self._dense_parts()
+            self.fused_weight = nn.Parameter(torch.stack([parts[j][0] for j in dense]) if dense else ref.new_zeros(
+                (0, self.out_channels, self.in_channels) + self.kernel_size))
+            self.fused_extra = nn.ParameterList(
+                [nn.Parameter(parts[j][0].clone()) for j in range(len(specs)) if j not in dense])
+            self.fused_bias = nn.Parameter(biases.clone())
         del self.branches
         self.deployed = True
 
@@ -248,7 +281,7 @@ class PDConv2d(BaseModule):
         # a training checkpoint in a deploy model (or the reverse) would otherwise half-load silently
         keys = [k[len(prefix):] for k in state_dict if k.startswith(prefix)]
         has_branches = any(k.startswith('branches.') for k in keys)
-        has_fused = any(k.startswith(('fused_conv.', 'fused_weight', 'fused_bias')) for k in keys)
+        has_fused = any(k.startswith(('fused_conv.', 'fused_weight', 'fused_extra.', 'fused_bias')) for k in keys)
         where = prefix[:-1] or 'PDConv2d'
         if self.deployed and has_branches and not has_fused:
             raise RuntimeError(
@@ -272,13 +305,17 @@ class PDConv2d(BaseModule):
         if self.deployed:
             if self.mode == 'A':
                 return self.fused_conv(x)
-            return self._mixed_conv(x, self.fused_weight, self.fused_bias)
+            return self._mixed_conv(x, self.fused_weight, list(self.fused_extra), self.fused_bias)
         if self._use_fused_path():
-            kernels, biases = self.branch_kernels()
+            parts, biases = self.fold_branches()
             if self.mode == 'A':
                 bias = biases.sum(0) if self.bias is None else biases.sum(0) + self.bias
-                return F.conv2d(x, kernels.sum(0), bias, self.stride, self.padding, self.dilation)
-            return self._mixed_conv(x, kernels, biases)
+                kernel = merge_parts(parts, self.in_channels, self.kernel_size)
+                return F.conv2d(x, kernel, bias, self.stride, self.padding, self.dilation)
+            dense = self._dense_parts()
+            kernels = torch.stack([parts[j][0] for j in dense]) if dense else parts[0][0].new_zeros(
+                (0, self.out_channels, self.in_channels) + self.kernel_size)
+            return self._mixed_conv(x, kernels, [parts[j][0] for j in range(len(parts)) if j not in dense], biases)
         outs = [branch(x) for branch in self.branches]
         if self.mode == 'A':
             out = outs[0]
@@ -289,9 +326,13 @@ class PDConv2d(BaseModule):
             out = sum(weights[:, i].reshape(-1, 1, 1, 1) * o for i, o in enumerate(outs))
         return out if self.bias is None else out + self.bias.reshape(1, -1, 1, 1)
 
-    def _mixed_conv(self, x: Tensor, kernels: Tensor, biases: Tensor) -> Tensor:
+    def _mixed_conv(self, x: Tensor, dense: Tensor, extra: List[Tensor], biases: Tensor) -> Tensor:
         """PD-B with fixed branch kernels: one kernel and bias per sample, one grouped convolution."""
-        kernel, bias = aggregate_kernels(self.refine(x), kernels, biases)
+        specs = self._part_specs()
+        dense_idx = self._dense_parts()
+        extra_specs = [(branch, g) for j, (branch, g, _) in enumerate(specs) if j not in dense_idx]
+        kernel, bias = mix_kernels(self.refine(x), dense, [specs[j][0] for j in dense_idx],
+                                   [(k, g, branch) for k, (branch, g) in zip(extra, extra_specs)], biases)
         if self.bias is not None:
             bias = bias + self.bias
         return per_sample_conv2d(x, kernel, bias, self.stride, self.padding, self.dilation)

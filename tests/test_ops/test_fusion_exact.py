@@ -115,3 +115,20 @@ def test_online_fused_path_matches_branches_in_eval(mode):
         layer.forward_path = 'auto'
         actual = layer(x)
     assert max_rel_error(actual, expected) <= 1e-5
+
+
+@pytest.mark.parametrize('groups,size,lead', [(1, (3, 3), ()), (4, (3, 3), ()), (1, (3, 1), ()), (1, (1, 5), ()),
+                                              (2, (3, 1), (3, )), (4, (5, 5), (2, ))])
+def test_add_kernel_matches_padding_a_dense_kernel(groups, size, lead):
+    """add_kernel_ equals the textbook construction: block-diagonal dense kernel, zero-padded."""
+    from pddr_mm.ops import add_kernel_
+    out_c, in_c, full = 8, 12, (5, 5)
+    kernel = torch.randn(lead + (out_c, in_c // groups) + size, dtype=torch.float64)
+    dense = torch.randn(lead + (out_c, in_c) + full, dtype=torch.float64)
+    expected = dense.clone()
+    top, left = (full[0] - size[0]) // 2, (full[1] - size[1]) // 2
+    for g in range(groups):
+        o = slice(g * out_c // groups, (g + 1) * out_c // groups)
+        i = slice(g * in_c // groups, (g + 1) * in_c // groups)
+        expected[..., o, i, top:top + size[0], left:left + size[1]] += kernel[..., o, :, :, :]
+    assert torch.equal(add_kernel_(dense, kernel, groups), expected)

@@ -98,7 +98,7 @@ def test_fusion_is_idempotent_and_leaves_no_branch_state(mode):
         assert all(isinstance(m, nn.Conv2d) for m in (model[0].fused_conv, model[1].fused_conv))
         assert keys == {f'{i}.fused_conv.{p}' for i in range(2) for p in ('weight', 'bias')}
     else:
-        assert all(k.split('.')[1] in ('refine', 'fused_weight', 'fused_bias') for k in keys), keys
+        assert all(k.split('.')[1] in ('refine', 'fused_weight', 'fused_extra', 'fused_bias') for k in keys), keys
 
 
 def test_fused_pd_a_costs_a_plain_conv():
@@ -113,13 +113,14 @@ def test_fused_pd_a_costs_a_plain_conv():
 
 
 def test_fused_pd_b_adds_only_the_refinement_per_sample():
-    """PD-B: each sample meets one kernel of a plain conv's size; the stored extra is the refinement
-    module plus the other branch kernels it mixes from."""
+    """PD-B: each sample meets one kernel of a plain conv's size; the deploy form also stores the
+    folded branch kernels it mixes from, each in its compact shape (dense, grouped, kx1, 1xk)."""
     layer = PDConv2d(32, 64, 3, padding=1, mode='B', branch_groups=8).eval()
     refine_params = sum(p.numel() for p in layer.refine.parameters())
     assert refine_params == (32 * 2 + 2) + (2 * 4 + 4)
     switch_to_deploy(layer)
-    assert layer.fused_weight.shape == (4, 64, 32, 3, 3) and layer.fused_bias.shape == (4, 64)
+    assert layer.fused_weight.shape == (2, 64, 32, 3, 3) and layer.fused_bias.shape == (4, 64)
+    assert [tuple(p.shape) for p in layer.fused_extra] == [(64, 4, 3, 3), (64, 32, 3, 1), (64, 32, 1, 3)]
 
 
 @pytest.mark.parametrize('mode', ['A', 'B'])
