@@ -1,0 +1,250 @@
+"""Interleaved latency / training-step benchmark of a PDDR model: unfused, fused and plain baseline.
+
+All variants are timed in one process, round-robin within each repetition, so that drifts of the
+machine (clock, other load) hit all of them alike.
+"""
+import copy
+import time
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+from mmengine.config import Config
+from mmengine.runner import load_checkpoint
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from .checkpoint import build_model
+from .configs import to_plain_config
+from .inputs import is_detector, make_inputs
+from .models import count_flops, count_params, fused_copy, set_forward_path
+
+INFER_ORDER = ('unfused', 'fused', 'baseline')
+
+
+def default_shape(model: nn.Module) -> Tuple[int, int]:
+    """mmdet's and mmpretrain's usual test sizes (H, W)."""
+    return (800, 1333) if is_detector(model) else (224, 224)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn: Callable[[], None], device: torch.device) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return (time.perf_counter() - start) * 1e3
+
+
+def summarize(times_ms: Sequence[float], batch_size: int) -> Dict[str, float]:
+    t = np.asarray(times_ms)
+    median = float(np.median(t))
+    return dict(median_ms=median, p10_ms=float(np.percentile(t, 10)), p90_ms=float(np.percentile(t, 90)),
+                images_per_s=batch_size * 1e3 / median, repeats=len(t))
+
+
+def round_robin(fns: Dict[str, Callable[[], None]], repeat: int, warmup: int,
+                device: torch.device) -> Dict[str, List[float]]:
+    """Time every function ``repeat`` times, cycling through them each repetition, after ``warmup`` cycles."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: Dict[str, List[float]] = {k: [] for k in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            times[name].append(_timed(fn, device))
+    return times
+
+
+def _load(model: nn.Module, checkpoint: Optional[str]) -> nn.Module:
+    if checkpoint:
+        load_checkpoint(model, checkpoint, map_location='cpu', strict=True)
+    return model
+
+
+def build_variants(cfg: Config, checkpoint: Optional[str], device: torch.device) -> Tuple[Dict[str, nn.Module], int]:
+    """The unfused model (computing branch by branch), its fused copy and the plain baseline, in eval mode."""
+    unfused = _load(build_model(cfg), checkpoint).to(device).eval()
+    fused, num = fused_copy(unfused)
+    set_forward_path(unfused, 'branches')  # in eval mode 'auto' would already run the fused kernels
+    baseline = build_model(to_plain_config(cfg)).to(device).eval()
+    return dict(unfused=unfused, fused=fused, baseline=baseline), num
+
+
+def benchmark_inference(models: Dict[str, nn.Module], batch_size: int, shape: Tuple[int, int], repeat: int,
+                        warmup: int, device: torch.device) -> Dict[str, Dict]:
+    """Latency of ``model(inputs, data_samples, mode='tensor')`` on one preprocessed batch, plus params/FLOPs."""
+    data = make_inputs(models['unfused'], batch_size, shape)
+    inputs, samples = data['inputs'].to(device), data['data_samples']
+
+    def forward(model):
+        def fn():
+            with torch.no_grad():
+                model(inputs, samples, mode='tensor')
+        return fn
+
+    times = round_robin({k: forward(m) for k, m in models.items()}, repeat, warmup, device)
+    out = {}
+    for name, model in models.items():
+        out[name] = summarize(times[name], batch_size)
+        out[name]['params'] = count_params(model)
+        try:
+            out[name]['flops'] = count_flops(model, inputs, samples)
+        except Exception as e:  # reported, not hidden: the table shows n/a
+            out[name]['flops'] = None
+            out[name]['flops_error'] = f'{type(e).__name__}: {e}'
+    return out
+
+
+class SavedTensorBytes:
+    """Bytes of the distinct tensors autograd saves for backward during a forward (activation memory)."""
+
+    def __init__(self) -> None:
+        self.storages: Dict[int, int] = {}
+
+    def pack(self, t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        self.storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    @property
+    def total(self) -> int:
+        return sum(self.storages.values())
+
+
+def _freeze_bn(model: nn.Module) -> None:
+    """BN in eval mode (mmdet's ``norm_eval=True``): PDConv2d then trains through one fused convolution."""
+    for m in model.modules():
+        if isinstance(m, _BatchNorm):
+            m.eval()
+
+
+def benchmark_training(cfg: Config, checkpoint: Optional[str], batch_size: int, shape: Tuple[int, int],
+                       repeat: int, warmup: int, device: torch.device) -> Dict[str, Dict]:
+    """Training-step time (forward + backward + SGD step) and memory, PD model vs plain, both BN states.
+
+    Memory: on CUDA the peak of ``torch.cuda.max_memory_allocated`` during a step minus the memory
+    allocated before it; on CPU the bytes of the tensors autograd saves for backward in a step (the
+    activation memory, which is what the training branches add), labelled as such.
+    """
+    base = {'pd': _load(build_model(cfg), checkpoint), 'baseline': build_model(to_plain_config(cfg))}
+    data = make_inputs(base['pd'], batch_size, shape, with_gt=True, training=True)
+    inputs = data['inputs'].to(device)
+    results: Dict[str, Dict] = {}
+    for bn_state in ('bn_train', 'bn_frozen'):
+        models, optims = {}, {}
+        for name, model in base.items():
+            model = copy.deepcopy(model).to(device).train()
+            if bn_state == 'bn_frozen':
+                _freeze_bn(model)
+            models[name] = model
+            optims[name] = torch.optim.SGD(model.parameters(), lr=1e-6, momentum=0.9)
+
+        def step(name):
+            model, optim = models[name], optims[name]
+
+            def fn():
+                optim.zero_grad(set_to_none=True)
+                losses = model(inputs, copy.deepcopy(data['data_samples']), mode='loss')
+                loss, _ = model.parse_losses(losses)
+                loss.backward()
+                optim.step()
+            return fn
+
+        fns = {name: step(name) for name in models}
+        times = round_robin(fns, repeat, warmup, device)
+        for name, model in models.items():
+            key = f'{bn_state}/{name}'
+            results[key] = summarize(times[name], batch_size)
+            results[key]['params'] = count_params(model)
+            results[key].update(_step_memory(fns[name], device))
+    return results
+
+
+def _step_memory(fn: Callable[[], None], device: torch.device) -> Dict:
+    if device.type == 'cuda':
+        _sync(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        _sync(device)
+        return dict(memory_mb=(torch.cuda.max_memory_allocated(device) - before) / 2**20,
+                    memory_kind='CUDA peak allocated during a step')
+    saved = SavedTensorBytes()
+    with torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t):
+        fn()
+    return dict(memory_mb=saved.total / 2**20, memory_kind='autograd saved tensors per step (CPU)')
+
+
+def _fmt_count(n: Optional[float]) -> str:
+    if n is None:
+        return 'n/a'
+    for unit, div in (('G', 1e9), ('M', 1e6), ('K', 1e3)):
+        if abs(n) >= div:
+            return f'{n / div:.2f}{unit}'
+    return f'{int(n)}'
+
+
+INFER_HEADER = ('model', 'median ms', 'p10-p90 ms', 'images/s', 'params', 'FLOPs')
+TRAIN_HEADER = ('BN state', 'model', 'median ms', 'p10-p90 ms', 'images/s', 'params', 'memory MB')
+
+
+def _table(header: Sequence[str], rows: List[Sequence[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    line = lambda r: ' | '.join(str(c).ljust(w) for c, w in zip(r, widths))  # noqa: E731
+    return '\n'.join([line(header), '-+-'.join('-' * w for w in widths)] + [line(r) for r in rows])
+
+
+def format_report(result: Dict) -> str:
+    """The printed tables: inference per variant, ratios, and (with --train) training steps."""
+    inf = result['inference']
+    rows = [(name, f"{r['median_ms']:.2f}", f"{r['p10_ms']:.2f}-{r['p90_ms']:.2f}", f"{r['images_per_s']:.1f}",
+             _fmt_count(r['params']), _fmt_count(r['flops'])) for name, r in inf.items()]
+    text = [f"inference ({result['device']}, batch {result['batch_size']}, input {result['shape'][0]}x"
+            f"{result['shape'][1]}, model forward in mode='tensor' on a preprocessed batch, "
+            f"{result['repeat']} interleaved repeats after {result['warmup']} warm-up):",
+            _table(INFER_HEADER, rows)]
+    ratios = result['ratios']
+    text.append(f"latency ratio fused/baseline: {ratios['fused/baseline']:.3f}   "
+                f"unfused/fused: {ratios['unfused/fused']:.3f}")
+    for name, r in inf.items():
+        if r.get('flops_error'):
+            text.append(f'FLOPs of {name} could not be counted: {r["flops_error"]}')
+    if 'training' in result:
+        tr = result['training']
+        rows = []
+        for key, r in tr.items():
+            bn_state, name = key.split('/')
+            rows.append((bn_state, 'pd (unfused)' if name == 'pd' else name, f"{r['median_ms']:.2f}",
+                         f"{r['p10_ms']:.2f}-{r['p90_ms']:.2f}", f"{r['images_per_s']:.1f}",
+                         _fmt_count(r['params']), f"{r['memory_mb']:.1f}"))
+        kind = next(iter(tr.values()))['memory_kind']
+        text += ['', f'training step (forward + backward + SGD step; memory: {kind}):', _table(TRAIN_HEADER, rows)]
+        for bn_state in ('bn_train', 'bn_frozen'):
+            pd, plain = tr[f'{bn_state}/pd'], tr[f'{bn_state}/baseline']
+            text.append(f"{bn_state}: step time pd/baseline {pd['median_ms'] / plain['median_ms']:.3f}   "
+                        f"memory pd/baseline {pd['memory_mb'] / max(plain['memory_mb'], 1e-9):.3f}")
+    return '\n'.join(text)
+
+
+def run_benchmark(cfg: Config, checkpoint: Optional[str] = None, batch_size: int = 1,
+                  shape: Optional[Tuple[int, int]] = None, repeat: int = 50, warmup: int = 10,
+                  train: bool = False, device: Optional[str] = None) -> Dict:
+    """Everything ``tools/benchmark.py`` prints, as a dict (also what ``--json`` writes)."""
+    device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    models, num = build_variants(cfg, checkpoint, device)
+    shape = tuple(shape) if shape else default_shape(models['unfused'])
+    inference = benchmark_inference(models, batch_size, shape, repeat, warmup, device)
+    result = dict(device=str(device) if device.type == 'cpu' else torch.cuda.get_device_name(device),
+                  batch_size=batch_size, shape=list(shape), repeat=repeat, warmup=warmup, fused_layers=num,
+                  inference=inference,
+                  ratios={'fused/baseline': inference['fused']['median_ms'] / inference['baseline']['median_ms'],
+                          'unfused/fused': inference['unfused']['median_ms'] / inference['fused']['median_ms']})
+    del models
+    if train:
+        result['training'] = benchmark_training(cfg, checkpoint, batch_size, shape, repeat, warmup, device)
+    return result

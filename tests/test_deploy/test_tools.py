@@ -1,0 +1,76 @@
+"""tools/benchmark.py and tools/get_flops.py on tiny generated models (small inputs, 2 repeats)."""
+import json
+
+import torch
+from deploy_fixtures import CLS_CONFIG, DET_CONFIG, load_tool, write_config
+from mmengine.config import Config
+
+from pddr_mm.deployment.benchmark import INFER_HEADER, TRAIN_HEADER
+from pddr_mm.deployment.checkpoint import build_model
+from pddr_mm.testing import randomize_bn
+
+benchmark = load_tool('benchmark')
+get_flops = load_tool('get_flops')
+
+
+def header_line(header):
+    return [h.strip() for h in header]
+
+
+def table_rows(out: str, first_col: str):
+    return [[c.strip() for c in line.split('|')] for line in out.splitlines() if line.startswith(first_col)]
+
+
+def test_benchmark_classifier_prints_every_column(tmp_path, capsys):
+    cfg_path = write_config(str(tmp_path / 'tiny_cls.py'), CLS_CONFIG)
+    ckpt = str(tmp_path / 'ckpt.pth')
+    model = randomize_bn(build_model(Config.fromfile(cfg_path)), 5)
+    torch.save(dict(meta={}, state_dict=model.state_dict()), ckpt)
+    out_json = str(tmp_path / 'bench.json')
+    result = benchmark.main([cfg_path, ckpt, '--shape', '32', '32', '--repeat', '2', '--warmup', '1', '--batch-size',
+                             '2', '--train', '--json', out_json])
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert any([c.strip() for c in line.split('|')] == list(INFER_HEADER) for line in lines)
+    assert any([c.strip() for c in line.split('|')] == list(TRAIN_HEADER) for line in lines)
+    rows = {r[0]: r for r in (table_rows(out, 'unfused') + table_rows(out, 'fused') + table_rows(out, 'baseline'))}
+    assert set(rows) == {'unfused', 'fused', 'baseline'}
+    for row in rows.values():
+        assert len(row) == len(INFER_HEADER) and float(row[1]) > 0 and float(row[3]) > 0 and 'n/a' not in row
+    assert 'latency ratio fused/baseline:' in out and 'unfused/fused:' in out
+    train_rows = table_rows(out, 'bn_train ') + table_rows(out, 'bn_frozen ')
+    assert sorted((r[0], r[1]) for r in train_rows) == [('bn_frozen', 'baseline'), ('bn_frozen', 'pd (unfused)'),
+                                                        ('bn_train', 'baseline'), ('bn_train', 'pd (unfused)')]
+    assert all(len(r) == len(TRAIN_HEADER) and float(r[2]) > 0 for r in train_rows)
+    assert 'memory: autograd saved tensors per step (CPU)' in out or 'CUDA peak' in out
+
+    inf = result['inference']
+    # measured structure: fusion removes the branch parameters and FLOPs; the plain model has no refinement
+    assert inf['baseline']['params'] < inf['fused']['params'] < inf['unfused']['params']
+    assert inf['baseline']['flops'] < inf['fused']['flops'] < inf['unfused']['flops']
+    assert all(r['repeats'] == 2 for r in inf.values())
+    tr = result['training']
+    assert tr['bn_train/pd']['memory_mb'] > tr['bn_train/baseline']['memory_mb'] > 0
+    with open(out_json) as f:
+        assert json.load(f)['ratios'] == result['ratios']
+
+
+def test_benchmark_detector_with_training_step(tmp_path, capsys):
+    cfg_path = write_config(str(tmp_path / 'tiny_det.py'), DET_CONFIG)
+    result = benchmark.main([cfg_path, '--shape', '64', '64', '--repeat', '2', '--warmup', '0', '--train'])
+    out = capsys.readouterr().out
+    assert len(table_rows(out, 'bn_train ')) == 2 and len(table_rows(out, 'bn_frozen ')) == 2
+    assert result['fused_layers'] == 2 and result['inference']['fused']['flops'] is not None
+    assert set(result['training']) == {'bn_train/pd', 'bn_train/baseline', 'bn_frozen/pd', 'bn_frozen/baseline'}
+
+
+def test_get_flops_with_and_without_deploy(tmp_path, capsys):
+    cls_path = write_config(str(tmp_path / 'tiny_cls.py'), CLS_CONFIG)
+    unfused = get_flops.main([cls_path, '--shape', '32'])
+    fused = get_flops.main([cls_path, '--shape', '32', '--deploy'])
+    out = capsys.readouterr().out
+    assert 'Model: unfused (branches), 2 PDConv2d' in out and 'Model: deployed (fused), 2 PDConv2d' in out
+    assert 'Input shape: (3, 32, 32)' in out
+    assert fused['flops'] < unfused['flops'] and fused['params'] < unfused['params']
+    det = get_flops.main([write_config(str(tmp_path / 'tiny_det.py'), DET_CONFIG), '--shape', '64', '64', '--deploy'])
+    assert det['flops'] > 0

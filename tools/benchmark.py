@@ -1,0 +1,48 @@
+"""Latency of a PDDR model unfused, fused and as its plain baseline, measured interleaved in one process.
+
+Inference latency is the model's forward in mode='tensor' on an already preprocessed batch of random
+images (data loading, preprocessing and post-processing are not included). --train adds the training
+step (forward + backward + SGD step) and memory of the unfused PDDR model against the plain baseline,
+with BN in training mode (branch by branch) and with frozen BN (norm_eval style, one fused conv).
+"""
+import argparse
+import json
+
+from mmengine.config import Config, DictAction
+
+import pddr_mm  # noqa: F401  (registers the PDDR modules)
+from pddr_mm.deployment.benchmark import format_report, run_benchmark
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('config', help='PDDR (training) config')
+    parser.add_argument('checkpoint', nargs='?', help='training checkpoint (default: random weights)')
+    parser.add_argument('--batch-size', type=int, default=1)
+    parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
+                        help='input size (default 800x1333 for detectors, 224x224 for classifiers)')
+    parser.add_argument('--repeat', type=int, default=50, help='timed repetitions of each model')
+    parser.add_argument('--warmup', type=int, default=10, help='untimed repetitions first')
+    parser.add_argument('--train', action='store_true', help='also time training steps and their memory')
+    parser.add_argument('--device', help='cpu or cuda (default: cuda where present)')
+    parser.add_argument('--json', help='write the figures to this JSON file')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override settings of the config')
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    result = run_benchmark(cfg, args.checkpoint, args.batch_size, args.shape, args.repeat, args.warmup, args.train,
+                           args.device)
+    print(format_report(result))
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(result, f, indent=2)
+    return result
+
+
+if __name__ == '__main__':
+    main()
