@@ -116,3 +116,45 @@ def test_config_rewriting():
     assert plain['backbone']['type'] == 'DeployTestNet' and 'mode' not in plain['backbone']
     assert plain['neck']['conv_cfg'] == dict(type='Conv2d')
     assert model['backbone']['type'] == 'PDDeployTestNet'  # the input is not modified
+
+
+# the project's full PD-B RetinaNet (PDResNet + PDFPN + PDRetinaHead), shrunk to seconds on a CPU
+PD_RETINANET = 'configs/retinanet/retinanet_pd-b-r50_pd-b-fpn_pd-b-head_1x_coco.py'
+SHRINK = {'model.backbone.depth': 18, 'model.backbone.base_channels': 16, 'model.backbone.branch_groups': 8,
+          'model.neck.in_channels': [16, 32, 64, 128], 'model.neck.out_channels': 16, 'model.neck.branch_groups': 8,
+          'model.bbox_head.in_channels': 16, 'model.bbox_head.feat_channels': 16, 'model.bbox_head.stacked_convs': 1,
+          'model.bbox_head.branch_groups': 8, 'model.bbox_head.num_classes': 2}
+SHRINK_ARGS = [f"{k}={str(v).replace(' ', '')}" for k, v in SHRINK.items()]  # as typed after --cfg-options
+
+
+def test_project_pd_retinanet_round_trip_and_plain(tmp_path):
+    from deploy_fixtures import ROOT
+
+    from pddr_mm.deployment import to_plain_config
+    cfg_path = f'{ROOT}/{PD_RETINANET}'
+    cfg = Config.fromfile(cfg_path)
+    cfg.merge_from_dict(SHRINK)
+    model = build_model(cfg).eval()
+    randomize_bn(model, 6)
+    ckpt = str(tmp_path / 'pd_retinanet.pth')
+    torch.save(dict(meta=META, state_dict=model.state_dict()), ckpt)
+    deploy_cfg, deploy_ckpt = deploy_tool.main([cfg_path, ckpt, '--out-dir', str(tmp_path), '--cfg-options', *SHRINK_ARGS])
+
+    written = Config.fromfile(deploy_cfg)
+    assert written.model.backbone.deploy and written.model.neck.deploy and written.model.bbox_head.deploy
+    assert written.model.backbone.init_cfg is None  # the ImageNet Pretrained init is dropped
+    fused = build_model(written).eval()
+    fused.load_state_dict(torch.load(deploy_ckpt)['state_dict'])
+    assert is_deployed(fused)
+    set_forward_path(model, 'branches')
+    with torch.no_grad():
+        expected = model(**make_inputs(model, 1, (64, 64)), mode='predict')
+        actual = fused(**make_inputs(model, 1, (64, 64)), mode='predict')
+    assert len(expected[0].pred_instances.scores) > 0
+    assert torch.allclose(actual[0].pred_instances.scores, expected[0].pred_instances.scores, atol=1e-5)
+
+    plain_cfg = to_plain_config(cfg)
+    assert (plain_cfg.model.backbone.type, plain_cfg.model.neck.type, plain_cfg.model.bbox_head.type) == (
+        'ResNet', 'FPN', 'RetinaHead')
+    plain = build_model(plain_cfg)
+    assert not any(isinstance(m, PDConv2d) for m in plain.modules())
