@@ -1,0 +1,90 @@
+"""Shared helpers for the model tests: building configs, tiny generated batches, one train step."""
+import os
+import warnings
+from typing import Dict, List
+
+import torch
+from mmengine.config import Config
+from mmengine.optim import OptimWrapper
+from torch import Tensor
+
+import pddr_mm  # noqa: F401
+from pddr_mm.ops import PDConv2d
+
+CONFIG_DIR = os.path.join(os.path.dirname(__file__), '..', '..', 'configs')
+
+
+def load_cfg(path: str) -> Config:
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        return Config.fromfile(os.path.join(CONFIG_DIR, path) if not os.path.isabs(path) else path)
+
+
+def build_detector(model_cfg: Dict):
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    register_all_modules(init_default_scope=False)
+    model_cfg = Config(dict(model=model_cfg)).model  # a copy
+    model_cfg.backbone.init_cfg = None  # no download; the plain-start tests cover Pretrained
+    torch.manual_seed(0)
+    return MODELS.build(model_cfg)
+
+
+def build_classifier(model_cfg: Dict, num_classes: int = 10):
+    from mmpretrain.registry import MODELS
+    from mmpretrain.utils import register_all_modules
+    register_all_modules(init_default_scope=False)
+    model_cfg = Config(dict(model=model_cfg)).model
+    if num_classes is not None:
+        model_cfg.head.num_classes = num_classes
+    torch.manual_seed(0)
+    return MODELS.build(model_cfg)
+
+
+def det_batch(size: int = 128, batch: int = 2, seed: int = 0) -> Dict:
+    from mmdet.testing import demo_mm_inputs
+    torch.manual_seed(seed)
+    return demo_mm_inputs(batch_size=batch, image_shapes=[(3, size, size)] * batch, num_items=[3] * batch,
+                          num_classes=80)
+
+
+def cls_batch(size: int = 64, batch: int = 2, num_classes: int = 10, seed: int = 0) -> Dict:
+    from mmpretrain.structures import DataSample
+    gen = torch.Generator().manual_seed(seed)
+    inputs = [torch.randint(0, 256, (3, size, size), generator=gen, dtype=torch.uint8) for _ in range(batch)]
+    samples = [DataSample().set_gt_label(i % num_classes) for i in range(batch)]
+    return dict(inputs=inputs, data_samples=samples)
+
+
+def train_step(model, data: Dict) -> Dict[str, Tensor]:
+    """One real optimisation step (loss, backward, SGD step); returns the parsed losses."""
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    before = [p.detach().clone() for p in params]
+    optim = OptimWrapper(torch.optim.SGD(params, lr=0.01, momentum=0.9))
+    log_vars = model.train_step(data, optim)
+    assert torch.isfinite(log_vars['loss']), log_vars
+    changed = sum(int(not torch.equal(b, p.detach())) for b, p in zip(before, params))
+    assert changed > 0, 'the optimizer step changed no parameter'
+    return log_vars
+
+
+def set_branches(model) -> int:
+    """Force the unfused (per-branch) computation everywhere: the reference for fusion tests."""
+    layers = [m for m in model.modules() if isinstance(m, PDConv2d)]
+    for m in layers:
+        m.forward_path = 'branches'
+    return len(layers)
+
+
+def flatten(out) -> List[Tensor]:
+    """The tensors of a nested ``mode='tensor'`` output, in order."""
+    if isinstance(out, Tensor):
+        return [out]
+    if isinstance(out, dict):
+        return [t for v in out.values() for t in flatten(v)]
+    if isinstance(out, (list, tuple)):
+        return [t for v in out for t in flatten(v)]
+    if hasattr(out, 'items'):  # InstanceData and the like
+        return [t for _, v in out.items() for t in flatten(v)]
+    return []

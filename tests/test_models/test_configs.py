@@ -1,0 +1,113 @@
+"""Every shipped config builds, trains one step and predicts; PDDR ones fuse exactly.
+
+Fusion check, per family: in eval mode with random BN statistics, the tensors of
+``model(inputs, mode='tensor')`` of the fused model (``switch_to_deploy``) match the unfused
+(``forward_path='branches'``) ones to 1e-5 relative, and the detections after NMS are the same.
+"""
+import pytest
+import torch
+
+import pddr_mm
+from _helpers import (build_classifier, build_detector, cls_batch, det_batch, flatten, load_cfg, set_branches,
+                      train_step)
+from pddr_mm.testing import max_rel_error, randomize_bn
+
+TOL = 1e-5
+DETECTORS = [
+    ('retinanet/retinanet_r50_fpn_1x_coco.py', 0),
+    ('retinanet/retinanet_pd-a-r50_fpn_1x_coco.py', 16),
+    ('retinanet/retinanet_pd-b-r50_fpn_1x_coco.py', 16),
+    ('retinanet/retinanet_pd-b-r50_pd-b-fpn_pd-b-head_1x_coco.py', 16 + 5 + 8),
+    ('cascade_rcnn/cascade-rcnn_r50_fpn_1x_coco.py', 0),
+    ('cascade_rcnn/cascade-rcnn_pd-a-r50_fpn_1x_coco.py', 16),
+    ('cascade_rcnn/cascade-rcnn_pd-b-r50_fpn_1x_coco.py', 16),
+]
+CLASSIFIERS = [
+    ('resnet/resnet18_8xb32_in1k.py', 0),
+    ('resnet/pd-a-resnet18_8xb32_in1k.py', 16),
+    ('resnet/pd-b-resnet18_8xb32_in1k.py', 16),
+    ('resnet/resnet50_8xb32_in1k.py', 0),
+    ('resnet/pd-a-resnet50_8xb32_in1k.py', 16),
+    ('resnet/pd-b-resnet50_8xb32_in1k.py', 16),
+]
+
+
+def _check_fusion(model, data, num_pd: int, compare_predictions) -> None:
+    randomize_bn(model, seed=3)
+    model.eval()
+    assert set_branches(model) == num_pd
+    batch = model.data_preprocessor(data, False)
+    with torch.no_grad():
+        ref_tensors = flatten(model(batch['inputs'], batch['data_samples'], mode='tensor'))
+        ref_pred = model.test_step(data)
+        assert pddr_mm.switch_to_deploy(model) == num_pd and pddr_mm.is_deployed(model)
+        tensors = flatten(model(batch['inputs'], batch['data_samples'], mode='tensor'))
+        pred = model.test_step(data)
+    assert len(tensors) == len(ref_tensors) > 0
+    errors = [max_rel_error(a, b) for a, b in zip(tensors, ref_tensors)]
+    print(f' fused vs unfused: {len(tensors)} tensors, max rel err {max(errors):.2e}')
+    assert max(errors) <= TOL
+    compare_predictions(pred, ref_pred)
+
+
+def _same_detections(pred, ref):
+    for p, r in zip(pred, ref):
+        p, r = p.pred_instances, r.pred_instances
+        assert len(p) == len(r) > 0
+        assert torch.equal(p.labels, r.labels)
+        # random BN makes the regression deltas large; box decoding (exp) amplifies the ~1e-6 relative
+        # difference of the fused network outputs to a few thousandths of a pixel
+        assert torch.allclose(p.bboxes, r.bboxes, rtol=1e-3, atol=1e-2)
+        assert torch.allclose(p.scores, r.scores, rtol=1e-4, atol=1e-6)
+
+
+def _same_scores(pred, ref):
+    for p, r in zip(pred, ref):
+        assert torch.allclose(p.pred_score, r.pred_score, rtol=1e-4, atol=1e-6)
+        assert torch.equal(p.pred_label, r.pred_label)
+
+
+@pytest.mark.parametrize('path,num_pd', DETECTORS, ids=[p for p, _ in DETECTORS])
+def test_detector_config(path, num_pd):
+    cfg = load_cfg(path)
+    assert 'pddr_mm' in cfg.custom_imports['imports']
+    model = build_detector(cfg.model)
+    data = det_batch(size=128)
+    losses = train_step(model, data)
+    print(f'\n{path}: loss {losses["loss"].item():.4f}', end='')
+    model.eval()
+    with torch.no_grad():
+        preds = model.test_step(data)
+    assert len(preds) == 2 and all('bboxes' in p.pred_instances for p in preds)
+    if num_pd:
+        # relax the score threshold so random weights still leave boxes to compare
+        _set_score_thr(model, 0.0)
+        _check_fusion(model, data, num_pd, _same_detections)
+
+
+def _set_score_thr(model, thr: float) -> None:
+    for head in (getattr(model, 'bbox_head', None), getattr(model, 'roi_head', None)):
+        if head is not None and head.test_cfg is not None:
+            if 'score_thr' in head.test_cfg:
+                head.test_cfg.score_thr = thr
+            if 'rcnn' in head.test_cfg:
+                head.test_cfg.rcnn.score_thr = thr
+
+
+@pytest.mark.parametrize('path,num_pd', CLASSIFIERS, ids=[p for p, _ in CLASSIFIERS])
+def test_classifier_config(path, num_pd):
+    cfg = load_cfg(path)
+    assert 'pddr_mm' in cfg.custom_imports['imports']
+    assert cfg.train_cfg.max_epochs == 90 and cfg.param_scheduler.milestones == [30, 60]
+    if num_pd:
+        assert cfg.model.backbone.norm_eval is False  # a classifier trains its BNs
+    model = build_classifier(cfg.model)
+    data = cls_batch(size=64)
+    losses = train_step(model, data)
+    print(f'\n{path}: loss {losses["loss"].item():.4f}', end='')
+    model.eval()
+    with torch.no_grad():
+        preds = model.test_step(data)
+    assert len(preds) == 2 and preds[0].pred_score.shape == (10, )
+    if num_pd:
+        _check_fusion(model, data, num_pd, _same_scores)
