@@ -1,5 +1,7 @@
 """PDDRDeployHook in real (tiny) Runner runs: training untouched, fused validation, fused test, check fires."""
+import glob
 import os.path as osp
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -57,13 +59,46 @@ def test_training_untouched_and_fused_validation(tmp_path, monkeypatch):
 
 
 def test_fuses_before_testing_and_checks(tmp_path):
-    runner = make_runner(tmp_path, 'test')
+    runner = make_runner(tmp_path, 'test', log_level='INFO')
     randomize_bn(runner.model, seed=1)
     hook = deploy_hook_of(runner)
     metrics = runner.test()
     assert is_deployed(unwrap(runner.model))
     assert hook.last_error is not None and hook.last_error <= 1e-5
     assert 'accuracy/top1' in metrics
+    log = open(glob.glob(osp.join(runner.log_dir, '*.log'))[0]).read()
+    assert 'PDDRDeployHook: fused 2 PDConv2d layers for testing' in log
+    line = next(x for x in log.splitlines() if 'FLOPs' in x)
+    # params and FLOPs are logged before -> after fusion, on the first batch's shape, both counted
+    assert 'input (4, 3, 32, 32): params' in line and 'n/a' not in line
+    assert 'fused outputs match the unfused ones' in log
+
+
+def test_hook_with_wrapped_model(tmp_path):
+    """DDP-wrapped model (single-process gloo group): fused validation copy and test fusion reach the module."""
+    import torch.distributed as dist
+    from mmengine.model import MMDistributedDataParallel
+
+    from pddr_mm.deployment.checkpoint import build_model
+    from pddr_mm.deployment.inputs import make_batch
+    created = not dist.is_initialized()
+    if created:
+        dist.init_process_group('gloo', init_method=f'file://{tmp_path}/pg', rank=0, world_size=1)
+    try:
+        model = randomize_bn(build_model(Config.fromfile(write_config(str(tmp_path / 'w.py'), CLS_CONFIG))), 7)
+        wrapped = MMDistributedDataParallel(module=model)
+        runner = SimpleNamespace(model=wrapped)
+        hook = PDDRDeployHook(fuse_val=True)
+        hook.before_val_epoch(runner)
+        assert runner.model is not wrapped and is_deployed(runner.model) and not is_deployed(model)
+        hook.after_val_epoch(runner)
+        assert runner.model is wrapped
+        hook.before_test_epoch(runner)
+        hook.before_test_iter(runner, 0, make_batch(model, 2, (32, 32)))
+        assert runner.model is wrapped and is_deployed(model) and hook.last_error <= 1e-5
+    finally:
+        if created:
+            dist.destroy_process_group()
 
 
 def corrupting_fusion(real):
