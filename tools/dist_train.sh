@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Usage: bash tools/dist_train.sh CONFIG GPUS [train.py args...]  (on a CPU-only machine GPUS = processes)
+# Usage: bash tools/dist_train.sh CONFIG GPUS [train.py args...]
+# On a CPU-only machine GPUS is the number of processes; they train with gloo (pddr_mm.utils.setup_runtime).
 CONFIG=$1
 GPUS=$2
 NNODES=${NNODES:-1}
@@ -8,7 +9,7 @@ PORT=${PORT:-29500}
 MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
 
 PYTHONPATH="$(dirname $0)/..":$PYTHONPATH \
-python -m torch.distributed.run \
+${PYTHON:-python3} -m torch.distributed.run \
     --nnodes=$NNODES \
     --node_rank=$NODE_RANK \
     --master_addr=$MASTER_ADDR \

@@ -2,6 +2,7 @@
 import os
 import subprocess
 from datetime import timedelta
+from typing import Optional
 
 import torch
 import torch.distributed as torch_dist
@@ -19,6 +20,7 @@ def setup_runtime(cfg: Config) -> Config:
     """
     if torch.cuda.is_available():
         return cfg
+    set_cpu_threads(cfg.get('cpu_threads', None))
     env_cfg = cfg.setdefault('env_cfg', {})
     dist_cfg = env_cfg.setdefault('dist_cfg', {})
     if dist_cfg.get('backend', 'nccl') == 'nccl':
@@ -36,6 +38,22 @@ def setup_runtime(cfg: Config) -> Config:
     wrapper.setdefault('device_ids', None)
     cfg.model_wrapper_cfg = wrapper
     return cfg
+
+
+def set_cpu_threads(threads: Optional[int] = None) -> int:
+    """Set torch's intra-op threads of a CPU run; returns the count now in use.
+
+    ``threads`` (a config's ``cpu_threads``) wins, then ``OMP_NUM_THREADS``; otherwise the cores are
+    shared between the processes of this machine (torch would give each of them all the cores).
+    Small models are better off with one thread: their ops are too small to split, and OpenMP threads
+    that wait on each other stall whenever the cores are shared with other work.
+    """
+    if threads:
+        torch.set_num_threads(int(threads))
+    elif 'OMP_NUM_THREADS' not in os.environ:
+        local_procs = int(os.environ.get('LOCAL_WORLD_SIZE', os.environ.get('SLURM_NTASKS_PER_NODE', '1')))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(local_procs, 1)))
+    return torch.get_num_threads()
 
 
 def init_cpu_dist(launcher: str, backend: str = 'gloo', timeout_s: int = 1800) -> None:
