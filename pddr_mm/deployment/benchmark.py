@@ -116,18 +116,20 @@ class SavedTensorBytes:
         return sum(self.storages.values())
 
 
-def _freeze_bn(model: nn.Module) -> None:
-    """BN in eval mode (mmdet's ``norm_eval=True``): PDConv2d then trains through one fused convolution."""
+def set_bn_state(model: nn.Module, frozen: bool) -> None:
+    """Every BN in eval mode (``norm_eval=True`` style: PDConv2d trains through one fused convolution) or
+    in training mode (PDConv2d trains branch by branch), whatever the config's ``norm_eval`` says."""
     for m in model.modules():
         if isinstance(m, _BatchNorm):
-            m.eval()
+            m.train(not frozen)
 
 
 def benchmark_training(cfg: Config, checkpoint: Optional[str], batch_size: int, shape: Tuple[int, int],
                        repeat: int, warmup: int, device: torch.device) -> Dict[str, Dict]:
     """Training-step time (forward + backward + SGD step) and memory, PD model vs plain, both BN states.
 
-    Memory: on CUDA the peak of ``torch.cuda.max_memory_allocated`` during a step minus the memory
+    ``bn_train``: every BN in training mode; ``bn_frozen``: every BN in eval mode (a config's
+    ``norm_eval`` is overridden in both, on the PD model and the baseline alike). Memory: on CUDA the peak of ``torch.cuda.max_memory_allocated`` during a step minus the memory
     allocated before it; on CPU the bytes of the tensors autograd saves for backward in a step (the
     activation memory, which is what the training branches add), labelled as such.
     """
@@ -138,9 +140,8 @@ def benchmark_training(cfg: Config, checkpoint: Optional[str], batch_size: int, 
     for bn_state in ('bn_train', 'bn_frozen'):
         models, optims = {}, {}
         for name, model in base.items():
-            model = copy.deepcopy(model).to(device).train()
-            if bn_state == 'bn_frozen':
-                _freeze_bn(model)
+            model = copy.deepcopy(model).to(device).train()  # mmdet's ResNet.train() applies norm_eval ...
+            set_bn_state(model, frozen=bn_state == 'bn_frozen')  # ... which is overridden here, for both
             models[name] = model
             optims[name] = torch.optim.SGD(model.parameters(), lr=1e-6, momentum=0.9)
 
@@ -149,7 +150,7 @@ def benchmark_training(cfg: Config, checkpoint: Optional[str], batch_size: int, 
 
             def fn():
                 optim.zero_grad(set_to_none=True)
-                losses = model(inputs, copy.deepcopy(data['data_samples']), mode='loss')
+                losses = model(inputs, data['data_samples'], mode='loss')
                 loss, _ = model.parse_losses(losses)
                 loss.backward()
                 optim.step()
@@ -221,9 +222,11 @@ def format_report(result: Dict) -> str:
             bn_state, name = key.split('/')
             rows.append((bn_state, 'pd (unfused)' if name == 'pd' else name, f"{r['median_ms']:.2f}",
                          f"{r['p10_ms']:.2f}-{r['p90_ms']:.2f}", f"{r['images_per_s']:.1f}",
-                         _fmt_count(r['params']), f"{r['memory_mb']:.1f}"))
+                         _fmt_count(r['params']), f"{r['memory_mb']:.3g}"))
         kind = next(iter(tr.values()))['memory_kind']
-        text += ['', f'training step (forward + backward + SGD step; memory: {kind}):', _table(TRAIN_HEADER, rows)]
+        text += ['', f'training step (forward + backward + SGD step; bn_train: all BN in train mode, PDConv2d '
+                 f'branch by branch; bn_frozen: all BN in eval mode, PDConv2d online fusion; memory: {kind}):',
+                 _table(TRAIN_HEADER, rows)]
         for bn_state in ('bn_train', 'bn_frozen'):
             pd, plain = tr[f'{bn_state}/pd'], tr[f'{bn_state}/baseline']
             text.append(f"{bn_state}: step time pd/baseline {pd['median_ms'] / plain['median_ms']:.3f}   "

@@ -74,3 +74,16 @@ def test_get_flops_with_and_without_deploy(tmp_path, capsys):
     assert fused['flops'] < unfused['flops'] and fused['params'] < unfused['params']
     det = get_flops.main([write_config(str(tmp_path / 'tiny_det.py'), DET_CONFIG), '--shape', '64', '64', '--deploy'])
     assert det['flops'] > 0
+
+
+def test_training_bn_states_override_norm_eval(tmp_path):
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    from pddr_mm.deployment.benchmark import set_bn_state
+    model = build_model(Config.fromfile(write_config(str(tmp_path / 'tiny_det.py'), DET_CONFIG))).train()
+    bns = [m for m in model.modules() if isinstance(m, _BatchNorm)]
+    assert not all(bn.training for bn in bns)  # mmdet's base config: backbone norm_eval=True
+    set_bn_state(model, frozen=False)
+    assert all(bn.training for bn in bns)
+    set_bn_state(model, frozen=True)
+    assert not any(bn.training for bn in bns)
