@@ -129,9 +129,10 @@ def benchmark_training(cfg: Config, checkpoint: Optional[str], batch_size: int, 
     """Training-step time (forward + backward + SGD step) and memory, PD model vs plain, both BN states.
 
     ``bn_train``: every BN in training mode; ``bn_frozen``: every BN in eval mode (a config's
-    ``norm_eval`` is overridden in both, on the PD model and the baseline alike). Memory: on CUDA the peak of ``torch.cuda.max_memory_allocated`` during a step minus the memory
-    allocated before it; on CPU the bytes of the tensors autograd saves for backward in a step (the
-    activation memory, which is what the training branches add), labelled as such.
+    ``norm_eval`` is overridden in both, on the PD model and the baseline alike). Memory: on CUDA the
+    peak of ``torch.cuda.max_memory_allocated`` during a step minus the memory allocated before it; on
+    CPU the bytes of the tensors autograd saves for backward in a step (the activation memory, which is
+    what the training branches add), labelled as such.
     """
     base = {'pd': _load(build_model(cfg), checkpoint), 'baseline': build_model(to_plain_config(cfg))}
     data = make_inputs(base['pd'], batch_size, shape, with_gt=True, training=True)

@@ -1,6 +1,6 @@
 """Model-level helpers shared by the deploy hook and tools: unwrapping, unfused copies, output checks."""
 import copy
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -101,9 +101,3 @@ def preprocess(model: nn.Module, data_batch: Any, training: bool = False) -> Dic
     """Run the model's data preprocessor on a raw batch (as ``test_step`` does)."""
     return unwrap(model).data_preprocessor(data_batch, training)
 
-
-def input_tensor(data: Dict) -> Tensor:
-    inputs = data['inputs']
-    if isinstance(inputs, Sequence) and not isinstance(inputs, Tensor):
-        inputs = inputs[0]
-    return inputs

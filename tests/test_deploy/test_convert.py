@@ -73,7 +73,8 @@ def test_training_checkpoint_in_deploy_model_fails_clearly(cls_files):
 
 def test_deploy_checkpoint_in_training_model_fails_clearly(cls_files):
     tmp, cfg_path, _, _, deploy_ckpt = cls_files
-    with pytest.raises(RuntimeError, match=r'fused \(deploy\) weights .* Use the deploy config written by tools/deploy.py'):
+    expected = r'fused \(deploy\) weights .* Use the deploy config written by tools/deploy.py'
+    with pytest.raises(RuntimeError, match=expected):
         test_tool.main([cfg_path, deploy_ckpt, '--work-dir', str(tmp / 'wrong2')])
 
 
@@ -138,7 +139,8 @@ def test_project_pd_retinanet_round_trip_and_plain(tmp_path):
     randomize_bn(model, 6)
     ckpt = str(tmp_path / 'pd_retinanet.pth')
     torch.save(dict(meta=META, state_dict=model.state_dict()), ckpt)
-    deploy_cfg, deploy_ckpt = deploy_tool.main([cfg_path, ckpt, '--out-dir', str(tmp_path), '--cfg-options', *SHRINK_ARGS])
+    deploy_cfg, deploy_ckpt = deploy_tool.main(
+        [cfg_path, ckpt, '--out-dir', str(tmp_path), '--cfg-options', *SHRINK_ARGS])
 
     written = Config.fromfile(deploy_cfg)
     assert written.model.backbone.deploy and written.model.neck.deploy and written.model.bbox_head.deploy
