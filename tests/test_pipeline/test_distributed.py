@@ -28,6 +28,7 @@ def test_two_processes_train_the_same_model_and_gather_eval(tiny_shapes, tmp_pat
     cfg.custom_hooks = [dict(type='DumpRankParamsHook')]
     cfg.val_evaluator = [cfg.val_evaluator, dict(type='DumpResults', out_file_path=dump)]
     cfg.cpu_threads = 1
+    cfg.model.test_cfg.score_thr = 0.0  # after 4 iterations every score is near the focal-loss prior (0.01)
     cfg_path = str(tmp_path / 'dist_cfg.py')
     cfg.dump(cfg_path)
 
@@ -36,7 +37,6 @@ def test_two_processes_train_the_same_model_and_gather_eval(tiny_shapes, tmp_pat
     proc = subprocess.run(['bash', osp.join(REPO, 'tools', 'dist_train.sh'), cfg_path, '2', '--work-dir', work],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert 'Distributed training is not used' not in proc.stdout + proc.stderr
 
     before = [torch.load(osp.join(work, f'params_before_rank{r}.pth')) for r in (0, 1)]
     after = [torch.load(osp.join(work, f'params_after_rank{r}.pth')) for r in (0, 1)]
@@ -52,4 +52,6 @@ def test_two_processes_train_the_same_model_and_gather_eval(tiny_shapes, tmp_pat
     (scalars, ) = glob.glob(osp.join(work, '*', 'vis_data', 'scalars.json'))
     val = [json.loads(line) for line in open(scalars) if 'coco/bbox_mAP' in line]
     assert len(val) == 1 and math.isfinite(val[0]['coco/bbox_mAP'])
-    assert 'world_size: 2' in proc.stdout + proc.stderr
+    (log, ) = glob.glob(osp.join(work, '*', '*.log'))
+    text = open(log).read()
+    assert 'Distributed training: True' in text and 'The testing results of the whole dataset is empty' not in text
