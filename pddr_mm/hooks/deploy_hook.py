@@ -2,7 +2,7 @@
 from typing import Any, Optional
 
 import torch
-from mmengine.hooks import Hook
+from mmengine.hooks import EMAHook, Hook
 from mmengine.logging import print_log
 from mmengine.registry import HOOKS
 
@@ -24,7 +24,8 @@ def _fmt(n: Optional[float]) -> str:
 class PDDRDeployHook(Hook):
     """Fuse every PDDR layer before testing, after the checkpoint is loaded, and check the fusion.
 
-    Test: the runner's model is fused in ``before_test_epoch`` (the checkpoint is loaded by then). On
+    Test: the runner's model is fused in ``before_test_epoch`` (the checkpoint is loaded by then, and an
+    EMAHook has swapped the EMA weights in: those are the ones fused). On
     the first test batch the fused network output (``mode='tensor'``) is compared with that of an
     unfused copy computing branch by branch; a relative error above ``tolerance`` raises, so a broken
     fusion never produces silently wrong metrics. Parameters and FLOPs (mmengine's FlopAnalyzer, on the
@@ -75,6 +76,18 @@ class PDDRDeployHook(Hook):
         num = switch_to_deploy(model)
         print_log(f'PDDRDeployHook: fused {num} PDConv2d layers for testing', logger='current')
         self._first_batch = True
+        self._skip_ema_swap_back(runner)
+
+    @staticmethod
+    def _skip_ema_swap_back(runner) -> None:
+        """EMAHook swaps its weights in before testing (before this hook: the fused model is the EMA one)
+        and back afterwards, parameter by parameter, which cannot work on the fused model. The test is
+        over by then, so that swap back is skipped for this run."""
+        for hook in getattr(runner, 'hooks', []):
+            if isinstance(hook, EMAHook):
+                hook.after_test_epoch = lambda runner, metrics=None: None
+                print_log('PDDRDeployHook: the EMA weights were fused; EMAHook will not swap them back after '
+                          'testing', logger='current')
 
     def before_test_iter(self, runner, batch_idx: int, data_batch: Any = None) -> None:
         if not self._first_batch:

@@ -74,6 +74,15 @@ def test_fuses_before_testing_and_checks(tmp_path):
     assert 'fused outputs match the unfused ones' in log
 
 
+def test_test_with_ema_hook(tmp_path):
+    # EMAHook swaps parameters back after testing, which would fail on the fused model
+    runner = make_runner(tmp_path, 'ema', custom_hooks=[dict(type='EMAHook'), dict(type='PDDRDeployHook')])
+    randomize_bn(runner.model, seed=1)
+    metrics = runner.test()
+    assert 'accuracy/top1' in metrics and is_deployed(unwrap(runner.model))
+    assert deploy_hook_of(runner).last_error <= 1e-5
+
+
 def test_hook_with_wrapped_model(tmp_path):
     """DDP-wrapped model (single-process gloo group): fused validation copy and test fusion reach the module."""
     import torch.distributed as dist
