@@ -6,6 +6,7 @@ from typing import Dict, List
 import torch
 from mmengine.config import Config
 from mmengine.optim import OptimWrapper
+from mmengine.registry import DefaultScope
 from torch import Tensor
 
 import pddr_mm  # noqa: F401
@@ -27,7 +28,8 @@ def build_detector(model_cfg: Dict):
     model_cfg = Config(dict(model=model_cfg)).model  # a copy
     model_cfg.backbone.init_cfg = None  # no download; the plain-start tests cover Pretrained
     torch.manual_seed(0)
-    return MODELS.build(model_cfg)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        return MODELS.build(model_cfg)
 
 
 def build_classifier(model_cfg: Dict, num_classes: int = 10):
@@ -38,7 +40,8 @@ def build_classifier(model_cfg: Dict, num_classes: int = 10):
     if num_classes is not None:
         model_cfg.head.num_classes = num_classes
     torch.manual_seed(0)
-    return MODELS.build(model_cfg)
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        return MODELS.build(model_cfg)
 
 
 def det_batch(size: int = 128, batch: int = 2, seed: int = 0) -> Dict:

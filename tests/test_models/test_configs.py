@@ -32,33 +32,52 @@ CLASSIFIERS = [
 ]
 
 
+def _network_outputs(model, batch):
+    """The tensors the network computes: ``mode='tensor'``, and for two-stage detectors the features and
+    raw RPN outputs, since their RoI stage runs on proposals decoded from the RPN (see below)."""
+    full = flatten(model(batch['inputs'], batch['data_samples'], mode='tensor'))
+    if not getattr(model, 'with_rpn', False):
+        return full, full
+    feats = model.extract_feat(batch['inputs'])
+    return flatten(feats) + flatten(model.rpn_head(feats)), full
+
+
 def _check_fusion(model, data, num_pd: int, compare_predictions) -> None:
     randomize_bn(model, seed=3)
     model.eval()
     assert set_branches(model) == num_pd
     batch = model.data_preprocessor(data, False)
     with torch.no_grad():
-        ref_tensors = flatten(model(batch['inputs'], batch['data_samples'], mode='tensor'))
+        ref_strict, ref_full = _network_outputs(model, batch)
         ref_pred = model.test_step(data)
         assert pddr_mm.switch_to_deploy(model) == num_pd and pddr_mm.is_deployed(model)
-        tensors = flatten(model(batch['inputs'], batch['data_samples'], mode='tensor'))
+        strict, full = _network_outputs(model, batch)
         pred = model.test_step(data)
-    assert len(tensors) == len(ref_tensors) > 0
-    errors = [max_rel_error(a, b) for a, b in zip(tensors, ref_tensors)]
-    print(f' fused vs unfused: {len(tensors)} tensors, max rel err {max(errors):.2e}')
+    assert len(strict) == len(ref_strict) > 0 and len(full) == len(ref_full) > 0
+    errors = [max_rel_error(a, b) for a, b in zip(strict, ref_strict)]
+    full_errors = [max_rel_error(a, b) for a, b in zip(full, ref_full)]
+    print(f' fused vs unfused: {len(strict)} network tensors, max rel err {max(errors):.2e}; '
+          f"mode='tensor' ({len(full)} tensors) max rel err {max(full_errors):.2e}")
     assert max(errors) <= TOL
+    # two-stage detectors: the RoI heads pool at proposals decoded (exp of the regression, top-k, NMS) from
+    # the RPN, which amplifies the ~1e-7 differences above; with random BN their outputs agree to ~1e-4
+    assert max(full_errors) <= (TOL if strict is full else 1e-3)
     compare_predictions(pred, ref_pred)
 
 
 def _same_detections(pred, ref):
+    """Same number of detections, and every box has a partner with the same label and score (order-free:
+    random weights give many equal scores, whose order is arbitrary)."""
     for p, r in zip(pred, ref):
         p, r = p.pred_instances, r.pred_instances
         assert len(p) == len(r) > 0
-        assert torch.equal(p.labels, r.labels)
-        # random BN makes the regression deltas large; box decoding (exp) amplifies the ~1e-6 relative
-        # difference of the fused network outputs to a few thousandths of a pixel
-        assert torch.allclose(p.bboxes, r.bboxes, rtol=1e-3, atol=1e-2)
-        assert torch.allclose(p.scores, r.scores, rtol=1e-4, atol=1e-6)
+        assert torch.equal(p.labels.sort().values, r.labels.sort().values)
+        # random BN makes the regression deltas large; box decoding (exp, three times in Cascade R-CNN)
+        # amplifies the ~1e-6 relative difference of the fused network outputs to ~0.01 pixel (of 128)
+        dist = (p.bboxes[:, None] - r.bboxes[None]).abs().amax(-1)
+        dist[p.labels[:, None] != r.labels[None]] = float('inf')
+        dist[(p.scores[:, None] - r.scores[None]).abs() > 1e-4] = float('inf')
+        assert dist.amin(1).max() <= 5e-2 and dist.amin(0).max() <= 5e-2
 
 
 def _same_scores(pred, ref):
@@ -90,6 +109,7 @@ def _set_score_thr(model, thr: float) -> None:
         if head is not None and head.test_cfg is not None:
             if 'score_thr' in head.test_cfg:
                 head.test_cfg.score_thr = thr
+                head.test_cfg.max_per_img = 10000  # no cut-off among equal scores
             if 'rcnn' in head.test_cfg:
                 head.test_cfg.rcnn.score_thr = thr
 
