@@ -132,3 +132,15 @@ def test_add_kernel_matches_padding_a_dense_kernel(groups, size, lead):
         i = slice(g * in_c // groups, (g + 1) * in_c // groups)
         expected[..., o, i, top:top + size[0], left:left + size[1]] += kernel[..., o, :, :, :]
     assert torch.equal(add_kernel_(dense, kernel, groups), expected)
+
+
+@pytest.mark.parametrize('grad', [False, True])
+def test_per_sample_conv_both_implementations(grad):
+    """The grouped form (training, GPU) and the per-sample loop (CPU inference) are the same convolution."""
+    from pddr_mm.ops import per_sample_conv2d
+    torch.manual_seed(0)
+    x, k, b = torch.randn(5, 6, 9, 8), torch.randn(5, 4, 6, 3, 3), torch.randn(5, 4)
+    with torch.set_grad_enabled(grad):
+        out = per_sample_conv2d(x, k, b, (2, 1), (1, 2), (1, 2))
+    expected = torch.cat([torch.nn.functional.conv2d(x[i:i + 1], k[i], b[i], (2, 1), (1, 2), (1, 2)) for i in range(5)])
+    assert max_rel_error(out.detach(), expected) <= 1e-5
