@@ -109,7 +109,6 @@ def _set_score_thr(model, thr: float) -> None:
         if head is not None and head.test_cfg is not None:
             if 'score_thr' in head.test_cfg:
                 head.test_cfg.score_thr = thr
-                head.test_cfg.max_per_img = 10000  # no cut-off among equal scores
             if 'rcnn' in head.test_cfg:
                 head.test_cfg.rcnn.score_thr = thr
 
