@@ -20,6 +20,7 @@ model = dict(
         in_channels=64,
         feat_channels=64,
         stacked_convs=2,
+        norm_cfg=dict(type='GN', num_groups=16, requires_grad=True),  # trained from scratch: a normalised head
         # objects are 14-56 px: anchors of 16-80 px on strides 8-32
         anchor_generator=dict(octave_base_scale=2, scales_per_octave=3, strides=[8, 16, 32])),
     test_cfg=dict(nms_pre=300, max_per_img=50))
@@ -86,7 +87,7 @@ val_evaluator = dict(
 test_evaluator = val_evaluator
 
 # ---------------------------------------------------------------- schedule: a few minutes on 2 CPU cores
-max_epochs = 8
+max_epochs = 12
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=2)
 optim_wrapper = dict(
     _delete_=True,
