@@ -77,11 +77,11 @@ class SkeletonBranch(nn.Module):
         return ver_parts + hor_parts, ver_bias + hor_bias
 
 
-def _check_norm_cfg(norm_cfg: Dict) -> None:
+def _check_norm_cfg(norm_cfg: Dict, num_features: int) -> None:
     if not isinstance(norm_cfg, dict) or 'type' not in norm_cfg:
         raise ValueError(f"norm_cfg must be a dict with a 'type', got {norm_cfg!r}")
     try:
-        layer = build_norm_layer(norm_cfg, 8)[1]
+        layer = build_norm_layer(norm_cfg, num_features)[1]
     except Exception as e:  # an unknown type, or arguments the layer does not take
         raise ValueError(f'norm_cfg {norm_cfg!r} cannot be built: {e}') from e
     if not isinstance(layer, _BatchNorm) or not layer.track_running_stats:
@@ -182,7 +182,7 @@ class PDConv2d(BaseModule):
             raise ValueError(f'reduction must be an int >= 1, got {reduction!r}')
         if forward_path not in FORWARD_PATHS:
             raise ValueError(f'forward_path must be one of {FORWARD_PATHS}, got {forward_path!r}')
-        _check_norm_cfg(norm_cfg)
+        _check_norm_cfg(norm_cfg, self.out_channels)
 
     def _build_branch(self, name: str) -> nn.Module:
         kwargs = dict(stride=self.stride, padding=self.padding, dilation=self.dilation, norm_cfg=self.norm_cfg)
