@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torchvision
-from mmengine.registry import MODELS
+from mmengine.registry import MODELS, DefaultScope
 from mmengine.runner import load_checkpoint
 
 import pddr_mm  # noqa: F401
@@ -37,10 +37,12 @@ def _torchvision_plain(depth: int, path: Path):
 def _mmpretrain_plain(depth: int, path: Path):
     """An mmpretrain ImageClassifier (its own ResNet), saved as a runner checkpoint (backbone./head.)."""
     torch.manual_seed(depth + 1)
-    model = MODELS.build(
-        dict(type='mmpretrain.ImageClassifier', backbone=dict(type='mmpretrain.ResNet', depth=depth),
-             neck=dict(type='mmpretrain.GlobalAveragePooling'),
-             head=dict(type='mmpretrain.LinearClsHead', num_classes=10, in_channels=512 if depth < 50 else 2048)))
+    with DefaultScope.overwrite_default_scope('mmpretrain'):  # its data preprocessor is built in scope
+        model = MODELS.build(
+            dict(type='mmpretrain.ImageClassifier', backbone=dict(type='mmpretrain.ResNet', depth=depth),
+                 neck=dict(type='mmpretrain.GlobalAveragePooling'),
+                 head=dict(type='mmpretrain.LinearClsHead', num_classes=10,
+                           in_channels=512 if depth < 50 else 2048)))
     randomize_bn(model, seed=depth + 1).eval()
     torch.save(dict(state_dict=model.state_dict(), meta=dict()), path)
     return lambda x: model.backbone(x)[-1]
@@ -109,10 +111,12 @@ def test_plain_checkpoint_into_pd_classifier(tmp_path):
     """``load_from``-style loading of a whole plain classifier checkpoint into a PD classifier."""
     src = tmp_path / 'plain.pth'
     plain = _mmpretrain_plain(18, src)
-    model = MODELS.build(
-        dict(type='mmpretrain.ImageClassifier', backbone=dict(type='PDResNet', depth=18, mode='B', out_indices=(3, )),
-             neck=dict(type='mmpretrain.GlobalAveragePooling'),
-             head=dict(type='mmpretrain.LinearClsHead', num_classes=10, in_channels=512)))
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        model = MODELS.build(
+            dict(type='mmpretrain.ImageClassifier',
+                 backbone=dict(type='PDResNet', depth=18, mode='B', out_indices=(3, )),
+                 neck=dict(type='mmpretrain.GlobalAveragePooling'),
+                 head=dict(type='mmpretrain.LinearClsHead', num_classes=10, in_channels=512)))
     model.eval()
     load_checkpoint(model, str(src), map_location='cpu', strict=True)
     x = torch.randn(2, 3, 64, 64)

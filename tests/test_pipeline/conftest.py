@@ -2,6 +2,7 @@
 import os
 import os.path as osp
 import sys
+import uuid
 
 import pytest
 
@@ -21,6 +22,12 @@ def tiny_shapes(tmp_path_factory) -> str:
     gen.main(['--out', out, '--num-train', '16', '--num-val', '8', '--img-size', '96', '--max-size', '40',
               '--max-objects', '3'])
     return out
+
+
+def unique_visualizer(cfg) -> None:
+    """mmengine keeps one visualizer per name for the process, and mmdet's runtime names it 'visualizer':
+    a second Runner in the same process would write its scalars into the first run's (deleted) log dir."""
+    cfg.visualizer.name = f'visualizer_{uuid.uuid4().hex[:8]}'
 
 
 def tiny_config(data_root: str, work_dir: str, max_iters: int, val: bool = True, flip: bool = True, **extra):
@@ -46,6 +53,7 @@ def tiny_config(data_root: str, work_dir: str, max_iters: int, val: bool = True,
     cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=max_iters, by_epoch=False)
     cfg.log_processor = dict(window_size=1, by_epoch=False)
     cfg.launcher = 'none'
+    unique_visualizer(cfg)
     cfg.merge_from_dict(extra)
     from pddr_mm.utils import setup_runtime
     return setup_runtime(cfg)  # as tools/train.py does: gloo, and cpu_threads of the config
