@@ -3,6 +3,7 @@
 # fusion, evaluation of the fused model, plots, and a summary of where everything is.
 #   bash tools/run_demo.sh [CONFIG] [WORK_DIR]
 # defaults: configs/demo/retinanet_r18-pdb_shapes.py, work_dirs/demo/<config name>
+# the demo classifier runs the same way: bash tools/run_demo.sh configs/demo/pd-b-resnet18_shapes-cls.py
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -24,7 +25,7 @@ else
   "$PY" tools/misc/generate_shapes_dataset.py --out "$DATA"
 fi
 
-step "3/6 training $CONFIG -> $WORK_DIR (evaluates the val split at the end)"
+step "3/6 training $CONFIG -> $WORK_DIR (evaluates the val split as it goes)"
 "$PY" tools/train.py "$CONFIG" --work-dir "$WORK_DIR"
 CKPT=$(cat "$WORK_DIR/last_checkpoint")
 
@@ -49,8 +50,12 @@ def metrics(test_dir):
     files = sorted(glob.glob(os.path.join(test_dir, '*', '*.json')), key=os.path.getmtime)
     return json.load(open(files[-1])) if files else {}
 
-keys = ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/bbox_mAP_75')
 unfused, fused = metrics(os.path.join(work_dir, 'test_unfused')), metrics(os.path.join(work_dir, 'test_fused'))
+# detectors: COCO mAP at the usual thresholds; classifiers: every accuracy the evaluator reported
+keys = [k for k in ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/bbox_mAP_75') if k in unfused] or \
+    [k for k in unfused if k.startswith(('accuracy/', 'single-label/'))]
+if not keys:
+    sys.exit(f'no test metrics found under {work_dir}: see the test logs above')
 print(f"{'metric':<20}{'unfused':>10}{'fused':>10}")
 for k in keys:
     print(f"{k:<20}{unfused.get(k, float('nan')):>10.3f}{fused.get(k, float('nan')):>10.3f}")

@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup_env.sh
 PY=${PYTHON:-python3}
-exec "$PY" -m pytest -q -p no:cacheprovider "${@:-tests}"
+exec "$PY" -m pytest -q -rs -p no:cacheprovider "${@:-tests}"
