@@ -114,13 +114,14 @@ def test_fused_pd_a_costs_a_plain_conv():
 
 def test_fused_pd_b_adds_only_the_refinement_per_sample():
     """PD-B: each sample meets one kernel of a plain conv's size; the deploy form also stores the
-    folded branch kernels it mixes from, each in its compact shape (dense, grouped, kx1, 1xk)."""
+    folded branch kernels it mixes from (the group kernel in its compact shape)."""
     layer = PDConv2d(32, 64, 3, padding=1, mode='B', branch_groups=8).eval()
     refine_params = sum(p.numel() for p in layer.refine.parameters())
     assert refine_params == (32 * 2 + 2) + (2 * 4 + 4)
     switch_to_deploy(layer)
-    assert layer.fused_weight.shape == (2, 64, 32, 3, 3) and layer.fused_bias.shape == (4, 64)
-    assert [tuple(p.shape) for p in layer.fused_extra] == [(64, 4, 3, 3), (64, 32, 3, 1), (64, 32, 1, 3)]
+    # dense: the two standard kernels and the skeleton (its 3x1 and 1x3 summed); compact: the group kernel
+    assert layer.fused_weight.shape == (3, 64, 32, 3, 3) and layer.fused_bias.shape == (4, 64)
+    assert [tuple(p.shape) for p in layer.fused_extra] == [(64, 4, 3, 3)]
 
 
 @pytest.mark.parametrize('mode', ['A', 'B'])
