@@ -197,15 +197,12 @@ def per_sample_conv2d(x: Tensor, kernels: Tensor, biases: Tensor, stride: Sequen
     """Convolve sample n of ``x`` with ``kernels[n]`` (plus ``biases[n]``): exact for every batch size.
 
     The batch is folded into the channel axis and run as one grouped convolution, so sample n only ever
-    meets its own kernel. For CPU inference with more than one sample, one convolution per sample is
-    used instead: oneDNN runs the grouped form up to 2x (batch 2) and 4x (batch 8) slower on layers
-    with small feature maps, where reading the per-sample kernels dominates.
+    meets its own kernel. (For CPU inference ``PDConv2d`` calls this one sample at a time: oneDNN runs
+    the grouped form up to 2x (batch 2) and 4x (batch 8) slower on layers with small feature maps.)
     """
     n, c, h, w = x.shape
     if kernels.shape[0] != n or kernels.shape[2] != c:
         raise ValueError(f'per-sample kernels {tuple(kernels.shape)} do not match input {tuple(x.shape)}')
-    if n > 1 and not x.is_cuda and not torch.is_grad_enabled():
-        return torch.cat([F.conv2d(x[i:i + 1], kernels[i], biases[i], stride, padding, dilation) for i in range(n)])
     out = F.conv2d(
         x.reshape(1, n * c, h, w),
         kernels.reshape((n * kernels.shape[1], ) + kernels.shape[2:]),

@@ -358,10 +358,11 @@ class PDConv2d(BaseModule):
                 bias = bias + self.bias
             return per_sample_conv2d(xs, kernel, bias, self.stride, self.padding, self.dilation)
 
-        if x.shape[0] > 1 and not x.is_cuda and not torch.is_grad_enabled():
+        if x.shape[0] > 1 and not x.is_cuda and not torch.is_grad_enabled() and not torch.jit.is_tracing():
             # CPU inference: mix and convolve one sample at a time. The kernels of a whole batch are tens
             # of MB in late stages; building one at a time keeps a single kernel's memory in use, which
-            # the allocator reuses instead of faulting in fresh pages for every layer.
+            # the allocator reuses instead of faulting in fresh pages for every layer. (Not when traced, as
+            # mmengine's FLOP counter does: a loop over the batch would make the trace batch-sized.)
             return torch.cat([mixed_conv(x[i:i + 1], weights[i:i + 1]) for i in range(x.shape[0])])
         return mixed_conv(x, weights)
 

@@ -135,8 +135,8 @@ def test_add_kernel_matches_padding_a_dense_kernel(groups, size, lead):
 
 
 @pytest.mark.parametrize('grad', [False, True])
-def test_per_sample_conv_both_implementations(grad):
-    """The grouped form (training, GPU) and the per-sample loop (CPU inference) are the same convolution."""
+def test_per_sample_conv_is_one_conv_per_sample(grad):
+    """The batch-folded grouped convolution convolves each sample with its own kernel only."""
     from pddr_mm.ops import per_sample_conv2d
     torch.manual_seed(0)
     x, k, b = torch.randn(5, 6, 9, 8), torch.randn(5, 4, 6, 3, 3), torch.randn(5, 4)
