@@ -235,11 +235,16 @@ class PDConv2d(BaseModule):
     def branch_kernels(self) -> Tuple[Tensor, Tensor]:
         """Each branch as a dense full-size kernel (B, out, in, kh, kw) and bias (B, out), for inspection."""
         parts, biases = self.fold_branches()
-        kernels = parts[0][0].new_zeros((len(self.branch_names), self.out_channels, self.in_channels) +
-                                        self.kernel_size)
+        return self._dense_per_branch(parts, list(range(len(self.branch_names)))), biases
+
+    def _dense_per_branch(self, parts: List[Tuple[Tensor, int]], branches: List[int]) -> Tensor:
+        """The folded parts of each of ``branches`` summed into one dense kxk kernel: (len(branches), out, in,
+        kh, kw)."""
+        kernels = parts[0][0].new_zeros((len(branches), self.out_channels, self.in_channels) + self.kernel_size)
         for (kernel, groups), (branch, _, _) in zip(parts, self._part_specs()):
-            add_kernel_(kernels[branch], kernel, groups)
-        return kernels, biases
+            if branch in branches:
+                add_kernel_(kernels[branches.index(branch)], kernel, groups)
+        return kernels
 
     def _bn_layers(self) -> List[_BatchNorm]:
         return [m for m in self.branches.modules() if isinstance(m, _BatchNorm)]
@@ -281,15 +286,11 @@ class PDConv2d(BaseModule):
             self.bias = None
         else:
             dense_branch, extra_specs = self._deploy_layout()
-            dense = ref.new_zeros((len(dense_branch), self.out_channels, self.in_channels) + self.kernel_size)
-            extra = {i: None for i, _ in extra_specs}
-            for (kernel, groups), (branch, _, _) in zip(parts, specs):
-                if branch in extra:
-                    extra[branch] = kernel.clone()
-                else:
-                    add_kernel_(dense[dense_branch.index(branch)], kernel, groups)
-            self.fused_weight = nn.Parameter(dense)
-            self.fused_extra = nn.ParameterList([nn.Parameter(extra[i]) for i, _ in extra_specs])
+            extra_branches = [i for i, _ in extra_specs]
+            self.fused_weight = nn.Parameter(self._dense_per_branch(parts, dense_branch))
+            # a grouped branch is one part, kept in its compact shape
+            self.fused_extra = nn.ParameterList([nn.Parameter(kernel.clone()) for (kernel, _), (branch, _, _)
+                                                 in zip(parts, specs) if branch in extra_branches])
             self.fused_bias = nn.Parameter(biases.clone())
         del self.branches
         self.deployed = True
