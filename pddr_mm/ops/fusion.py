@@ -11,6 +11,7 @@ grouped part on the block diagonal of the dense kernel. ``add_kernel_`` writes a
 those entries (zero-padding and group-to-dense without materialising either), which keeps the
 per-forward cost of the frozen-BN path to a few passes over one dense kernel.
 """
+import threading
 from typing import List, Sequence, Tuple
 
 import torch
@@ -192,6 +193,47 @@ def mix_kernels(weights: Tensor, dense: Tensor, dense_branch: Sequence[int], ext
     return mixed, torch.mm(weights, biases)
 
 
+def mix_kernel_(out: Tensor, weights: Sequence[float], dense: Tensor, dense_branch: Sequence[int],
+                extras: Sequence[Tuple[Tensor, int, int]]) -> Tensor:
+    """One sample's PD-B kernel written into ``out`` in place, without autograd: inference's ``mix_kernels``.
+
+    ``weights`` are that sample's B branch weights as floats. On CPU the mixing only streams the stored
+    kernels through memory, so it is written as scaled adds into a reused buffer: a fresh output per
+    layer costs as much again in page faults, and a (1, S) x (S, M) matrix product runs below the
+    memory bandwidth that these adds reach.
+    """
+    if dense.shape[0]:
+        torch.mul(dense[0], weights[dense_branch[0]], out=out)
+        for s in range(1, dense.shape[0]):
+            out.add_(dense[s], alpha=weights[dense_branch[s]])
+    else:
+        out.zero_()
+    for kernel, groups, branch in extras:
+        _part_view(out, kernel.shape, groups).add_(_grouped(kernel, groups), alpha=weights[branch])
+    return out
+
+
+_workspaces = threading.local()
+
+
+def kernel_workspace(shape: Sequence[int], like: Tensor) -> Tensor:
+    """A scratch tensor of ``shape`` for ``mix_kernel_``, shared by all layers of this thread.
+
+    Layers run one after another and each convolution has consumed its kernel before the next layer
+    mixes, so one buffer the size of the largest kernel serves a whole network; per thread, so that
+    models called from several threads never share one.
+    """
+    numel = 1
+    for n in shape:
+        numel *= n
+    key = (like.device, like.dtype)
+    store = _workspaces.__dict__.setdefault('buffers', {})
+    buf = store.get(key)
+    if buf is None or buf.numel() < numel:
+        buf = store[key] = like.new_empty(numel)
+    return buf[:numel].view(tuple(shape))
+
+
 def per_sample_conv2d(x: Tensor, kernels: Tensor, biases: Tensor, stride: Sequence[int],
                       padding: Sequence[int], dilation: Sequence[int]) -> Tensor:
     """Convolve sample n of ``x`` with ``kernels[n]`` (plus ``biases[n]``): exact for every batch size.
@@ -214,4 +256,7 @@ def per_sample_conv2d(x: Tensor, kernels: Tensor, biases: Tensor, stride: Sequen
     return out.reshape(n, kernels.shape[1], out.shape[-2], out.shape[-1])
 
 
-__all__: List[str] = ['check_foldable_bn', 'fold_bn', 'add_kernel_', 'merge_parts', 'mix_kernels', 'per_sample_conv2d']
+__all__: List[str] = [
+    'check_foldable_bn', 'fold_bn', 'add_kernel_', 'merge_parts', 'mix_kernels', 'mix_kernel_', 'kernel_workspace',
+    'per_sample_conv2d'
+]
