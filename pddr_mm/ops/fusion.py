@@ -20,6 +20,29 @@ from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
 Part = Tuple[Tensor, int]  # (kernel (..., out, in / groups, h, w), groups)
+ScaledPart = Tuple[Tensor, Tensor, int]  # (kernel (out, in / groups, h, w), scale (out, ) of its BN, groups)
+
+
+_workspaces = threading.local()
+
+
+def kernel_workspace(shape: Sequence[int], like: Tensor, slot: str = 'mix') -> Tensor:
+    """Scratch memory of ``shape`` for a kernel-sized temporary, shared by all layers of this thread.
+
+    Layers run one after another and each use of a slot is consumed before the next layer's, so one
+    buffer the size of the largest kernel serves a whole network; per thread, so that models called
+    from several threads never share one. Reusing it spares the page faults that a fresh tens-of-MB
+    tensor costs on CPU.
+    """
+    numel = 1
+    for n in shape:
+        numel *= n
+    key = (slot, like.device, like.dtype)
+    store = _workspaces.__dict__.setdefault('buffers', {})
+    buf = store.get(key)
+    if buf is None or buf.numel() < numel:
+        buf = store[key] = like.new_empty(numel)
+    return buf[:numel].view(tuple(shape))
 
 
 def check_foldable_bn(bn: _BatchNorm) -> None:
@@ -34,21 +57,30 @@ def check_foldable_bn(bn: _BatchNorm) -> None:
         raise RuntimeError(f'{type(bn).__name__} has track_running_stats=False: it has no fixed fold')
 
 
-def fold_bn(kernel: Tensor, bn: _BatchNorm) -> Tuple[Tensor, Tensor]:
-    """Fold an eval-mode BN that follows a bias-free conv into that conv's kernel and a bias.
+def bn_scale_shift(bn: _BatchNorm, dtype: torch.dtype) -> Tuple[Tensor, Tensor]:
+    """The per-channel affine map ``x * scale + shift`` that an eval-mode BN computes.
 
-    ``BN(conv(x, K)) = conv(x, K * g / s) + (b - m * g / s)`` with ``s = sqrt(var + eps)``. Works for
-    any ``_BatchNorm`` subclass (BN, SyncBN) and keeps the graph, so gradients reach ``K``, ``g`` and ``b``.
+    ``scale = g / sqrt(var + eps)``, ``shift = b - mean * scale``. Works for any ``_BatchNorm`` subclass
+    (BN, SyncBN) and keeps the graph, so gradients reach ``g`` and ``b``.
     """
     check_foldable_bn(bn)
-    std = (bn.running_var.to(kernel.dtype) + bn.eps).sqrt()
-    mean = bn.running_mean.to(kernel.dtype)
+    std = (bn.running_var.to(dtype) + bn.eps).sqrt()
+    mean = bn.running_mean.to(dtype)
     if bn.affine:
         scale = bn.weight / std
         shift = bn.bias - mean * scale
     else:
         scale = 1.0 / std
         shift = -mean * scale
+    return scale, shift
+
+
+def fold_bn(kernel: Tensor, bn: _BatchNorm) -> Tuple[Tensor, Tensor]:
+    """Fold an eval-mode BN that follows a bias-free conv into that conv's kernel and a bias.
+
+    ``BN(conv(x, K)) = conv(x, K * scale) + shift`` (see ``bn_scale_shift``); differentiable.
+    """
+    scale, shift = bn_scale_shift(bn, kernel.dtype)
     return kernel * scale.reshape(-1, 1, 1, 1), shift
 
 
@@ -112,23 +144,72 @@ def add_kernel_(dense: Tensor, kernel: Tensor, groups: int = 1) -> Tensor:
     return dense
 
 
-def merge_parts(parts: Sequence[Part], in_channels: int, kernel_size: Tuple[int, int]) -> Tensor:
-    """Sum folded parts into one dense (out, in, kh, kw) kernel: the PD-A kernel.
+def _scale_view(scale: Tensor, groups: int) -> Tensor:
+    """A per-output-channel ``scale`` that broadcasts against ``_grouped(kernel, groups)``."""
+    scale = scale.reshape(-1, 1, 1, 1)
+    return scale.unflatten(0, (groups, -1)) if groups > 1 else scale
 
-    The parts must be fresh tensors (``fold_bn`` outputs): the first full-size dense one is written in
-    place and returned, which saves a pass over the kernel on every frozen-BN training step.
-    """
-    dense_i = next((i for i, (k, g) in enumerate(parts) if g == 1 and tuple(k.shape[-2:]) == tuple(kernel_size)),
-                   None)
-    if dense_i is None:
-        k0 = parts[0][0]
-        dense = k0.new_zeros(k0.shape[:-3] + (in_channels, ) + tuple(kernel_size))
+
+def _merge_scaled(kernels: Sequence[Tensor], scales: Sequence[Tensor], groups: Sequence[int], in_channels: int,
+                  kernel_size: Tuple[int, int]) -> Tensor:
+    full = [i for i, (k, g) in enumerate(zip(kernels, groups)) if g == 1 and tuple(k.shape[-2:]) == tuple(kernel_size)]
+    if full:
+        first = full[0]
+        dense = torch.mul(kernels[first], _scale_view(scales[first], 1))
     else:
-        dense = parts[dense_i][0]
-    for i, (kernel, groups) in enumerate(parts):
-        if i != dense_i:
-            add_kernel_(dense, kernel, groups)
+        first = None
+        dense = kernels[0].new_zeros((kernels[0].shape[0], in_channels) + tuple(kernel_size))
+    for i, (kernel, scale, g) in enumerate(zip(kernels, scales, groups)):
+        if i != first:
+            _part_view(dense, kernel.shape, g).addcmul_(_grouped(kernel, g), _scale_view(scale, g))
     return dense
+
+
+class _MergeScaled(torch.autograd.Function):
+    """``merge_parts`` with a hand-written backward that reads the gradient through views of each part's
+    entries, where autograd's fold-then-add also wrote the folded kernels and copies of those views."""
+
+    @staticmethod
+    def forward(ctx, in_channels: int, kernel_size: Tuple[int, int], groups: Tuple[int, ...], *tensors: Tensor):
+        kernels, scales = tensors[:len(groups)], tensors[len(groups):]
+        ctx.groups = groups
+        ctx.save_for_backward(*tensors)
+        return _merge_scaled(kernels, scales, groups, in_channels, kernel_size)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        tensors = ctx.saved_tensors
+        num = len(ctx.groups)
+        kernels, scales = tensors[:num], tensors[num:]
+        grad_kernels, grad_scales = [], []
+        for i, (kernel, scale, g) in enumerate(zip(kernels, scales, ctx.groups)):
+            view = _part_view(grad, kernel.shape, g)  # laid out like _grouped(kernel)
+            grad_kernel = grad_scale = None
+            if ctx.needs_input_grad[3 + i]:
+                grad_kernel = (view * _scale_view(scale, g)).reshape(kernel.shape)
+            if ctx.needs_input_grad[3 + num + i]:
+                # a batched dot product: bmm ran 4x slower on CPU than a product into reused scratch
+                # memory and a sum (a fresh product per part costs its page faults on every step)
+                prod = kernel_workspace(view.shape, grad, slot='merge_backward')
+                grad_scale = torch.mul(view, _grouped(kernel, g), out=prod).flatten(-3).sum(-1).reshape(-1)
+            grad_kernels.append(grad_kernel)
+            grad_scales.append(grad_scale)
+        return (None, None, None, *grad_kernels, *grad_scales)
+
+
+def merge_parts(parts: Sequence[ScaledPart], in_channels: int, kernel_size: Tuple[int, int]) -> Tensor:
+    """``sum_p kernel_p * scale_p``, each part centred and block-diagonal in one dense (out, in, kh, kw)
+    kernel: the PD-A kernel, with every BN folded in.
+
+    The scales are applied while summing (no folded kernel is materialised), which halves the passes over
+    the kernels on every frozen-BN training step. Differentiable in kernels and scales.
+    """
+    kernels = [k for k, _, _ in parts]
+    scales = [s for _, s, _ in parts]
+    groups = tuple(g for _, _, g in parts)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in kernels + scales):
+        return _MergeScaled.apply(in_channels, tuple(kernel_size), groups, *kernels, *scales)
+    return _merge_scaled(kernels, scales, groups, in_channels, kernel_size)
 
 
 class _MixKernels(torch.autograd.Function):
@@ -213,27 +294,6 @@ def mix_kernel_(out: Tensor, weights: Sequence[float], dense: Tensor, dense_bran
     return out
 
 
-_workspaces = threading.local()
-
-
-def kernel_workspace(shape: Sequence[int], like: Tensor) -> Tensor:
-    """A scratch tensor of ``shape`` for ``mix_kernel_``, shared by all layers of this thread.
-
-    Layers run one after another and each convolution has consumed its kernel before the next layer
-    mixes, so one buffer the size of the largest kernel serves a whole network; per thread, so that
-    models called from several threads never share one.
-    """
-    numel = 1
-    for n in shape:
-        numel *= n
-    key = (like.device, like.dtype)
-    store = _workspaces.__dict__.setdefault('buffers', {})
-    buf = store.get(key)
-    if buf is None or buf.numel() < numel:
-        buf = store[key] = like.new_empty(numel)
-    return buf[:numel].view(tuple(shape))
-
-
 def per_sample_conv2d(x: Tensor, kernels: Tensor, biases: Tensor, stride: Sequence[int],
                       padding: Sequence[int], dilation: Sequence[int]) -> Tensor:
     """Convolve sample n of ``x`` with ``kernels[n]`` (plus ``biases[n]``): exact for every batch size.
@@ -257,6 +317,6 @@ def per_sample_conv2d(x: Tensor, kernels: Tensor, biases: Tensor, stride: Sequen
 
 
 __all__: List[str] = [
-    'check_foldable_bn', 'fold_bn', 'add_kernel_', 'merge_parts', 'mix_kernels', 'mix_kernel_', 'kernel_workspace',
+    'check_foldable_bn', 'bn_scale_shift', 'fold_bn', 'add_kernel_', 'merge_parts', 'mix_kernels', 'mix_kernel_', 'kernel_workspace',
     'per_sample_conv2d'
 ]

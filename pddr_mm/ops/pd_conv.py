@@ -11,7 +11,7 @@ from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.utils import _pair
 
-from .fusion import add_kernel_, fold_bn, kernel_workspace, merge_parts, mix_kernel_, mix_kernels, per_sample_conv2d
+from .fusion import add_kernel_, bn_scale_shift, kernel_workspace, merge_parts, mix_kernel_, mix_kernels, per_sample_conv2d
 from .refine import Refinement
 
 IntOrPair = Union[int, Tuple[int, int]]
@@ -53,10 +53,10 @@ class ConvBN(nn.Module):
             x = x[..., ch:x.shape[-2] - ch, cw:x.shape[-1] - cw]
         return self.bn(self.conv(x))
 
-    def fold(self) -> Tuple[List[Tuple[Tensor, int]], Tensor]:
-        """This branch as folded parts [(kernel, groups)] and a bias (its BN must be in eval mode)."""
-        kernel, bias = fold_bn(self.conv.weight, self.bn)
-        return [(kernel, self.conv.groups)], bias
+    def parts(self) -> Tuple[List[Tuple[Tensor, Tensor, int]], Tensor]:
+        """This branch as parts [(kernel, BN scale, groups)] and its BN shift (the BN must be in eval mode)."""
+        scale, shift = bn_scale_shift(self.bn, self.conv.weight.dtype)
+        return [(self.conv.weight, scale, self.conv.groups)], shift
 
 
 class SkeletonBranch(nn.Module):
@@ -71,10 +71,10 @@ class SkeletonBranch(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.ver(x) + self.hor(x)
 
-    def fold(self) -> Tuple[List[Tuple[Tensor, int]], Tensor]:
-        ver_parts, ver_bias = self.ver.fold()
-        hor_parts, hor_bias = self.hor.fold()
-        return ver_parts + hor_parts, ver_bias + hor_bias
+    def parts(self) -> Tuple[List[Tuple[Tensor, Tensor, int]], Tensor]:
+        ver_parts, ver_shift = self.ver.parts()
+        hor_parts, hor_shift = self.hor.parts()
+        return ver_parts + hor_parts, ver_shift + hor_shift
 
 
 def _check_norm_cfg(norm_cfg: Dict, num_features: int) -> None:
@@ -220,17 +220,22 @@ class PDConv2d(BaseModule):
         extra = [(i, self.branch_groups) for i, name in enumerate(self.branch_names) if name == 'group']
         return dense, extra
 
-    def fold_branches(self) -> Tuple[List[Tuple[Tensor, int]], Tensor]:
-        """Every branch folded with its BN: parts [(kernel, groups)] and biases (B, out).
+    def branch_parts(self) -> Tuple[List[Tuple[Tensor, Tensor, int]], Tensor]:
+        """Every part as (kernel, scale of its BN, groups), and the folded bias of every branch (B, out).
 
         Differentiable: the frozen-BN training path runs on them. Needs every branch BN in eval mode.
         """
         parts, biases = [], []
         for branch in self.branches:
-            branch_parts, bias = branch.fold()
+            branch_parts, bias = branch.parts()
             parts += branch_parts
             biases.append(bias)
         return parts, torch.stack(biases)
+
+    def fold_branches(self) -> Tuple[List[Tuple[Tensor, int]], Tensor]:
+        """Every branch folded with its BN: parts [(kernel, groups)] and biases (B, out)."""
+        parts, biases = self.branch_parts()
+        return [(kernel * scale.reshape(-1, 1, 1, 1), groups) for kernel, scale, groups in parts], biases
 
     def branch_kernels(self) -> Tuple[Tensor, Tensor]:
         """Each branch as a dense full-size kernel (B, out, in, kh, kw) and bias (B, out), for inspection."""
@@ -266,16 +271,16 @@ class PDConv2d(BaseModule):
         if self.training or any(bn.training for bn in self._bn_layers()):
             raise RuntimeError('PDConv2d is in training mode: train-mode BN has no fixed fold. '
                                'Call model.eval() before switch_to_deploy().')
-        self._to_deploy_form(*self.fold_branches())
+        self._to_deploy_form(*self.branch_parts())
         return True
 
-    def _to_deploy_form(self, parts: Optional[List[Tuple[Tensor, int]]] = None,
+    def _to_deploy_form(self, parts: Optional[List[Tuple[Tensor, Tensor, int]]] = None,
                         biases: Optional[Tensor] = None) -> None:
         ref = next(self.branches.parameters())
         specs = self._part_specs()
         if parts is None:  # deploy=True at construction: shapes only, weights come from a checkpoint
             io = (self.out_channels, self.in_channels)
-            parts = [(ref.new_zeros((io[0], io[1] // g) + size), g) for _, g, size in specs]
+            parts = [(ref.new_zeros((io[0], io[1] // g) + size), ref.new_ones(io[0]), g) for _, g, size in specs]
             biases = ref.new_zeros((len(self.branch_names), self.out_channels))
         if self.mode == 'A':
             self.fused_conv = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride,
@@ -287,6 +292,7 @@ class PDConv2d(BaseModule):
         else:
             dense_branch, extra_specs = self._deploy_layout()
             extra_branches = [i for i, _ in extra_specs]
+            parts = [(kernel * scale.reshape(-1, 1, 1, 1), groups) for kernel, scale, groups in parts]
             self.fused_weight = nn.Parameter(self._dense_per_branch(parts, dense_branch))
             # a grouped branch is one part, kept in its compact shape
             self.fused_extra = nn.ParameterList([nn.Parameter(kernel.clone()) for (kernel, _), (branch, _, _)
@@ -327,11 +333,12 @@ class PDConv2d(BaseModule):
             extras = [(k, g, branch) for k, (branch, g) in zip(self.fused_extra, extra_specs)]
             return self._mixed_conv(x, self.fused_weight, dense_branch, extras, self.fused_bias)
         if self._use_fused_path():
-            parts, biases = self.fold_branches()
             if self.mode == 'A':
+                parts, biases = self.branch_parts()
                 bias = biases.sum(0) if self.bias is None else biases.sum(0) + self.bias
                 kernel = merge_parts(parts, self.in_channels, self.kernel_size)
                 return F.conv2d(x, kernel, bias, self.stride, self.padding, self.dilation)
+            parts, biases = self.fold_branches()
             specs = self._part_specs()
             dense = self._dense_parts()
             kernels = torch.stack([parts[j][0] for j in dense]) if dense else parts[0][0].new_zeros(
