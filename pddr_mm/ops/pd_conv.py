@@ -69,7 +69,7 @@ class SkeletonBranch(nn.Module):
         self.hor = ConvBN(in_channels, out_channels, (1, kw), kernel_size, **kwargs)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.ver(x) + self.hor(x)
+        return self.ver(x).add_(self.hor(x))
 
     def parts(self) -> Tuple[List[Tuple[Tensor, Tensor, int]], Tensor]:
         ver_parts, ver_shift = self.ver.parts()
@@ -345,15 +345,19 @@ class PDConv2d(BaseModule):
                 (0, self.out_channels, self.in_channels) + self.kernel_size)
             extras = [(parts[j][0], g, branch) for j, (branch, g, _) in enumerate(specs) if j not in dense]
             return self._mixed_conv(x, kernels, [specs[j][0] for j in dense], extras, biases)
+        # sums in place: a fresh activation-sized tensor per add costs its page faults on CPU, and no
+        # branch output is saved for backward by the op that made it (conv + BN save their inputs)
         outs = [branch(x) for branch in self.branches]
         if self.mode == 'A':
             out = outs[0]
             for o in outs[1:]:
-                out = out + o
+                out = out.add_(o)
         else:
             weights = self.refine(x)
-            out = sum(weights[:, i].reshape(-1, 1, 1, 1) * o for i, o in enumerate(outs))
-        return out if self.bias is None else out + self.bias.reshape(1, -1, 1, 1)
+            out = outs[0] * weights[:, 0].reshape(-1, 1, 1, 1)
+            for i, o in enumerate(outs[1:], 1):
+                out = out.addcmul_(o, weights[:, i].reshape(-1, 1, 1, 1))
+        return out if self.bias is None else out.add_(self.bias.reshape(1, -1, 1, 1))
 
     def _mixed_conv(self, x: Tensor, dense: Tensor, dense_branch: List[int], extras: List[Tuple[Tensor, int, int]],
                     biases: Tensor) -> Tensor:
