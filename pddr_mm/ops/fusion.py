@@ -144,153 +144,127 @@ def add_kernel_(dense: Tensor, kernel: Tensor, groups: int = 1) -> Tensor:
     return dense
 
 
-def _scale_view(scale: Tensor, groups: int) -> Tensor:
-    """A per-output-channel ``scale`` that broadcasts against ``_grouped(kernel, groups)``."""
-    scale = scale.reshape(-1, 1, 1, 1)
-    return scale.unflatten(0, (groups, -1)) if groups > 1 else scale
+def _coef_view(coef: Tensor, groups: int) -> Tensor:
+    """(N, out) coefficients that broadcast against the part view of (N, out, in, kh, kw) kernels."""
+    coef = coef.reshape(coef.shape[0], -1, 1, 1, 1)
+    return coef.unflatten(1, (groups, -1)) if groups > 1 else coef
 
 
-def _merge_scaled(kernels: Sequence[Tensor], scales: Sequence[Tensor], groups: Sequence[int], in_channels: int,
-                  kernel_size: Tuple[int, int]) -> Tensor:
+def _combine(kernels: Sequence[Tensor], coefs: Sequence[Tensor], groups: Sequence[int], in_channels: int,
+             kernel_size: Tuple[int, int]) -> Tensor:
+    n, out = coefs[0].shape
     full = [i for i, (k, g) in enumerate(zip(kernels, groups)) if g == 1 and tuple(k.shape[-2:]) == tuple(kernel_size)]
     if full:
         first = full[0]
-        dense = torch.mul(kernels[first], _scale_view(scales[first], 1))
+        mixed = torch.mul(kernels[first].unsqueeze(0), _coef_view(coefs[first], 1))
     else:
         first = None
-        dense = kernels[0].new_zeros((kernels[0].shape[0], in_channels) + tuple(kernel_size))
-    for i, (kernel, scale, g) in enumerate(zip(kernels, scales, groups)):
+        mixed = kernels[0].new_zeros((n, out, in_channels) + tuple(kernel_size))
+    for i, (kernel, coef, g) in enumerate(zip(kernels, coefs, groups)):
         if i != first:
-            _part_view(dense, kernel.shape, g).addcmul_(_grouped(kernel, g), _scale_view(scale, g))
-    return dense
+            _part_view(mixed, kernel.shape, g).addcmul_(_grouped(kernel, g).unsqueeze(0), _coef_view(coef, g))
+    return mixed
 
 
-class _MergeScaled(torch.autograd.Function):
-    """``merge_parts`` with a hand-written backward that reads the gradient through views of each part's
-    entries, where autograd's fold-then-add also wrote the folded kernels and copies of those views."""
+class _Combine(torch.autograd.Function):
+    """``combine_parts`` with a hand-written backward.
+
+    It reads the gradient through views of each part's entries and forms the coefficient gradients in
+    reused scratch memory. Written with autograd ops (fold, then add or mix) the same step also wrote
+    every folded kernel, copies of the gradient's strided views and fresh products for the scale
+    gradients, each a kernel-sized tensor whose page faults cost more than its arithmetic on CPU.
+    """
 
     @staticmethod
     def forward(ctx, in_channels: int, kernel_size: Tuple[int, int], groups: Tuple[int, ...], *tensors: Tensor):
-        kernels, scales = tensors[:len(groups)], tensors[len(groups):]
+        kernels, coefs = tensors[:len(groups)], tensors[len(groups):]
         ctx.groups = groups
         ctx.save_for_backward(*tensors)
-        return _merge_scaled(kernels, scales, groups, in_channels, kernel_size)
+        return _combine(kernels, coefs, groups, in_channels, kernel_size)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         tensors = ctx.saved_tensors
         num = len(ctx.groups)
-        kernels, scales = tensors[:num], tensors[num:]
-        grad_kernels, grad_scales = [], []
-        for i, (kernel, scale, g) in enumerate(zip(kernels, scales, ctx.groups)):
-            view = _part_view(grad, kernel.shape, g)  # laid out like _grouped(kernel)
-            grad_kernel = grad_scale = None
+        kernels, coefs = tensors[:num], tensors[num:]
+        grad_kernels, grad_coefs = [], []
+        for i, (kernel, coef, g) in enumerate(zip(kernels, coefs, ctx.groups)):
+            view = _part_view(grad, kernel.shape, g)  # (N, ...) laid out like _grouped(kernel)
+            c = _coef_view(coef, g)
+            grad_kernel = grad_coef = None
             if ctx.needs_input_grad[3 + i]:
-                grad_kernel = (view * _scale_view(scale, g)).reshape(kernel.shape)
+                if grad.is_cuda:
+                    grad_kernel = (view * c).sum(0)
+                else:  # sample by sample: no N-fold temporary
+                    grad_kernel = torch.mul(view[0], c[0])
+                    for j in range(1, view.shape[0]):
+                        grad_kernel.addcmul_(view[j], c[j])
+                grad_kernel = grad_kernel.reshape(kernel.shape)
             if ctx.needs_input_grad[3 + num + i]:
-                # a batched dot product: bmm ran 4x slower on CPU than a product into reused scratch
-                # memory and a sum (a fresh product per part costs its page faults on every step)
-                prod = kernel_workspace(view.shape, grad, slot='merge_backward')
-                grad_scale = torch.mul(view, _grouped(kernel, g), out=prod).flatten(-3).sum(-1).reshape(-1)
+                # per (sample, channel) dot products; bmm ran 4x slower on CPU than a product into scratch
+                prod = kernel_workspace(view.shape, grad, slot='combine_backward')
+                torch.mul(view, _grouped(kernel, g).unsqueeze(0), out=prod)
+                grad_coef = prod.flatten(-3).sum(-1).reshape(coef.shape)
             grad_kernels.append(grad_kernel)
-            grad_scales.append(grad_scale)
-        return (None, None, None, *grad_kernels, *grad_scales)
+            grad_coefs.append(grad_coef)
+        return (None, None, None, *grad_kernels, *grad_coefs)
+
+
+def combine_parts(kernels: Sequence[Tensor], coefs: Sequence[Tensor], groups: Sequence[int], in_channels: int,
+                  kernel_size: Tuple[int, int]) -> Tensor:
+    """``sum_p coefs_p[n, o] * kernels_p[o]`` for every n, each part centred and block-diagonal in dense
+    (N, out, in, kh, kw) kernels: the one computation behind every PDDR kernel.
+
+    PD-A is N = 1 with a part's coefficients the scale of its BN; PD-B multiplies those by the sample's
+    weight of the part's branch; a deployed PD-B layer combines its stored kernels with the weights alone.
+    No folded kernel is materialised. Differentiable in kernels and coefficients.
+    """
+    groups = tuple(groups)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in list(kernels) + list(coefs)):
+        return _Combine.apply(in_channels, tuple(kernel_size), groups, *kernels, *coefs)
+    return _combine(kernels, coefs, groups, in_channels, kernel_size)
 
 
 def merge_parts(parts: Sequence[ScaledPart], in_channels: int, kernel_size: Tuple[int, int]) -> Tensor:
-    """``sum_p kernel_p * scale_p``, each part centred and block-diagonal in one dense (out, in, kh, kw)
-    kernel: the PD-A kernel, with every BN folded in.
-
-    The scales are applied while summing (no folded kernel is materialised), which halves the passes over
-    the kernels on every frozen-BN training step. Differentiable in kernels and scales.
-    """
-    kernels = [k for k, _, _ in parts]
-    scales = [s for _, s, _ in parts]
-    groups = tuple(g for _, _, g in parts)
-    if torch.is_grad_enabled() and any(t.requires_grad for t in kernels + scales):
-        return _MergeScaled.apply(in_channels, tuple(kernel_size), groups, *kernels, *scales)
-    return _merge_scaled(kernels, scales, groups, in_channels, kernel_size)
+    """The PD-A kernel: ``sum_p kernel_p * scale_p`` as one dense (out, in, kh, kw) kernel, BNs folded in."""
+    return combine_parts([k for k, _, _ in parts], [s.unsqueeze(0) for _, s, _ in parts], [g for _, _, g in parts],
+                         in_channels, kernel_size)[0]
 
 
-class _MixKernels(torch.autograd.Function):
-    """Per-sample kernels with a hand-written backward.
-
-    Written with autograd ops, the in-place adds of the grouped and skeleton parts into the (view-shaped)
-    mixed kernels make autograd copy the whole per-sample gradient several times per step.
-    """
-
-    @staticmethod
-    def forward(ctx, weights: Tensor, dense: Tensor, dense_branch: Tuple[int, ...], extra_specs: Tuple[Tuple[int, int],
-                                                                                                     ...], *extras: Tensor):
-        n = weights.shape[0]
-        shape = (n, ) + dense.shape[1:]
-        if dense.shape[0]:
-            mixed = torch.mm(weights[:, list(dense_branch)], dense.reshape(dense.shape[0], -1)).reshape(shape)
-        else:
-            mixed = weights.new_zeros(shape)
-        for kernel, (groups, branch) in zip(extras, extra_specs):
-            part = _grouped(kernel, groups)
-            _part_view(mixed, kernel.shape, groups).add_(weights[:, branch].reshape((n, ) + (1, ) * part.dim()) * part)
-        ctx.dense_branch, ctx.extra_specs = dense_branch, extra_specs
-        ctx.save_for_backward(weights, dense, *extras)
-        return mixed
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        weights, dense, *extras = ctx.saved_tensors
-        n = weights.shape[0]
-        grad_weights = torch.zeros_like(weights)
-        grad_dense = None
-        if dense.shape[0]:
-            flat_grad, flat_dense = grad.reshape(n, -1), dense.reshape(dense.shape[0], -1)
-            idx = list(ctx.dense_branch)
-            grad_weights[:, idx] += torch.mm(flat_grad, flat_dense.t())
-            if ctx.needs_input_grad[1]:
-                grad_dense = torch.mm(weights[:, idx].t(), flat_grad).reshape(dense.shape)
-        grad_extras = []
-        for kernel, (groups, branch) in zip(extras, ctx.extra_specs):
-            g = _part_view(grad, kernel.shape, groups)  # (N, ...) laid out like _grouped(kernel)
-            k = _grouped(kernel, groups)
-            grad_weights[:, branch] += (g * k.unsqueeze(0)).reshape(n, -1).sum(1)
-            grad_extras.append(torch.einsum('n,n...->...', weights[:, branch], g).reshape(kernel.shape))
-        return (grad_weights, grad_dense, None, None, *grad_extras)
-
-
-def mix_kernels(weights: Tensor, dense: Tensor, dense_branch: Sequence[int], extras: Sequence[Tuple[Tensor, int, int]],
-                biases: Tensor) -> Tuple[Tensor, Tensor]:
-    """One kernel and bias per sample for PD-B: ``sum_b weights[n, b] * (kernel_b, bias_b)``.
+def mix_parts(weights: Tensor, parts: Sequence[ScaledPart], branch_of_part: Sequence[int], biases: Tensor,
+              in_channels: int, kernel_size: Tuple[int, int]) -> Tuple[Tensor, Tensor]:
+    """The PD-B kernels and biases of a batch: ``sum_b weights[n, b] * (kernel_b, bias_b)``.
 
     Args:
         weights: (N, B) branch weights per sample.
-        dense: (S, out, in, kh, kw) full-size dense parts; part s belongs to branch ``dense_branch[s]``.
-        extras: the other parts as (kernel, groups, branch index), added into their own entries only.
+        parts: (kernel, per-output-channel scale, groups) of every part; part p belongs to branch
+            ``branch_of_part[p]``. Training passes BN scales, a deployed layer ones.
         biases: (B, out) folded bias of every branch.
 
     Returns:
         kernels (N, out, in, kh, kw) and biases (N, out).
     """
-    extra_specs = tuple((groups, branch) for _, groups, branch in extras)
-    mixed = _MixKernels.apply(weights, dense, tuple(dense_branch), extra_specs, *(k for k, _, _ in extras))
-    return mixed, torch.mm(weights, biases)
+    coefs = [weights[:, b].unsqueeze(1) * scale.unsqueeze(0) for (_, scale, _), b in zip(parts, branch_of_part)]
+    kernels = combine_parts([k for k, _, _ in parts], coefs, [g for _, _, g in parts], in_channels, kernel_size)
+    return kernels, torch.mm(weights, biases)
 
 
-def mix_kernel_(out: Tensor, weights: Sequence[float], dense: Tensor, dense_branch: Sequence[int],
-                extras: Sequence[Tuple[Tensor, int, int]]) -> Tensor:
-    """One sample's PD-B kernel written into ``out`` in place, without autograd: inference's ``mix_kernels``.
+def mix_kernel_(out: Tensor, weights: Sequence[float], parts: Sequence[Tuple[Tensor, int, int]]) -> Tensor:
+    """One sample's PD-B kernel written into ``out`` in place, without autograd: ``mix_parts`` for inference.
 
-    ``weights`` are that sample's B branch weights as floats. On CPU the mixing only streams the stored
-    kernels through memory, so it is written as scaled adds into a reused buffer: a fresh output per
-    layer costs as much again in page faults, and a (1, S) x (S, M) matrix product runs below the
-    memory bandwidth that these adds reach.
+    ``weights`` are that sample's B branch weights as floats, ``parts`` (folded kernel, groups, branch).
+    On CPU the mixing only streams the stored kernels through memory, so it is written as scaled adds
+    into a reused buffer: a fresh output per layer costs as much again in page faults.
     """
-    if dense.shape[0]:
-        torch.mul(dense[0], weights[dense_branch[0]], out=out)
-        for s in range(1, dense.shape[0]):
-            out.add_(dense[s], alpha=weights[dense_branch[s]])
-    else:
+    size = tuple(out.shape[-2:])
+    first = next((i for i, (k, g, _) in enumerate(parts) if g == 1 and tuple(k.shape[-2:]) == size), None)
+    if first is None:
         out.zero_()
-    for kernel, groups, branch in extras:
-        _part_view(out, kernel.shape, groups).add_(_grouped(kernel, groups), alpha=weights[branch])
+    else:
+        torch.mul(parts[first][0], weights[parts[first][2]], out=out)
+    for i, (kernel, groups, branch) in enumerate(parts):
+        if i != first:
+            _part_view(out, kernel.shape, groups).add_(_grouped(kernel, groups), alpha=weights[branch])
     return out
 
 
@@ -317,6 +291,7 @@ def per_sample_conv2d(x: Tensor, kernels: Tensor, biases: Tensor, stride: Sequen
 
 
 __all__: List[str] = [
-    'check_foldable_bn', 'bn_scale_shift', 'fold_bn', 'add_kernel_', 'merge_parts', 'mix_kernels', 'mix_kernel_', 'kernel_workspace',
+    'check_foldable_bn', 'bn_scale_shift', 'fold_bn', 'add_kernel_', 'combine_parts', 'merge_parts', 'mix_parts',
+    'mix_kernel_', 'kernel_workspace',
     'per_sample_conv2d'
 ]

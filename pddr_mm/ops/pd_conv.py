@@ -11,7 +11,7 @@ from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.utils import _pair
 
-from .fusion import add_kernel_, bn_scale_shift, kernel_workspace, merge_parts, mix_kernel_, mix_kernels, per_sample_conv2d
+from .fusion import add_kernel_, bn_scale_shift, kernel_workspace, merge_parts, mix_kernel_, mix_parts, per_sample_conv2d
 from .refine import Refinement
 
 IntOrPair = Union[int, Tuple[int, int]]
@@ -204,17 +204,13 @@ class PDConv2d(BaseModule):
                 specs.append((i, self.branch_groups if name == 'group' else 1, (kh, kw)))
         return specs
 
-    def _dense_parts(self) -> List[int]:
-        """Indices of the parts that are full-size dense kernels (the standard branches)."""
-        return [j for j, (_, g, size) in enumerate(self._part_specs()) if g == 1 and size == self.kernel_size]
-
     def _deploy_layout(self) -> Tuple[List[int], List[Tuple[int, int]]]:
         """What a deployed PD-B layer stores: the branch of each dense kxk kernel, and (branch, groups) of
         each compact grouped kernel.
 
         A skeleton branch is stored as one dense kxk kernel (its kx1 and 1xk parts summed): mixing it per
-        sample is then part of one matrix product instead of two strided passes over every kernel, which
-        made the deployed forward up to 1.8x slower per late-stage layer on CPU.
+        sample is then one pass over a dense kernel instead of two strided passes, which made the deployed
+        forward up to 1.8x slower per late-stage layer on CPU.
         """
         dense = [i for i, name in enumerate(self.branch_names) if name != 'group']
         extra = [(i, self.branch_groups) for i, name in enumerate(self.branch_names) if name == 'group']
@@ -330,21 +326,17 @@ class PDConv2d(BaseModule):
             if self.mode == 'A':
                 return self.fused_conv(x)
             dense_branch, extra_specs = self._deploy_layout()
-            extras = [(k, g, branch) for k, (branch, g) in zip(self.fused_extra, extra_specs)]
-            return self._mixed_conv(x, self.fused_weight, dense_branch, extras, self.fused_bias)
+            parts = [(k, None, 1, b) for k, b in zip(self.fused_weight, dense_branch)]
+            parts += [(k, None, g, b) for k, (b, g) in zip(self.fused_extra, extra_specs)]
+            return self._mixed_conv(x, parts, self.fused_bias)
         if self._use_fused_path():
+            parts, biases = self.branch_parts()
             if self.mode == 'A':
-                parts, biases = self.branch_parts()
                 bias = biases.sum(0) if self.bias is None else biases.sum(0) + self.bias
                 kernel = merge_parts(parts, self.in_channels, self.kernel_size)
                 return F.conv2d(x, kernel, bias, self.stride, self.padding, self.dilation)
-            parts, biases = self.fold_branches()
-            specs = self._part_specs()
-            dense = self._dense_parts()
-            kernels = torch.stack([parts[j][0] for j in dense]) if dense else parts[0][0].new_zeros(
-                (0, self.out_channels, self.in_channels) + self.kernel_size)
-            extras = [(parts[j][0], g, branch) for j, (branch, g, _) in enumerate(specs) if j not in dense]
-            return self._mixed_conv(x, kernels, [specs[j][0] for j in dense], extras, biases)
+            parts = [(k, s, g, b) for (k, s, g), (b, _, _) in zip(parts, self._part_specs())]
+            return self._mixed_conv(x, parts, biases)
         # sums in place: a fresh activation-sized tensor per add costs its page faults on CPU, and no
         # branch output is saved for backward by the op that made it (conv + BN save their inputs)
         outs = [branch(x) for branch in self.branches]
@@ -359,24 +351,29 @@ class PDConv2d(BaseModule):
                 out = out.addcmul_(o, weights[:, i].reshape(-1, 1, 1, 1))
         return out if self.bias is None else out.add_(self.bias.reshape(1, -1, 1, 1))
 
-    def _mixed_conv(self, x: Tensor, dense: Tensor, dense_branch: List[int], extras: List[Tuple[Tensor, int, int]],
-                    biases: Tensor) -> Tensor:
-        """PD-B with fixed branch kernels: one kernel and bias per sample."""
+    def _mixed_conv(self, x: Tensor, parts: List[Tuple[Tensor, Optional[Tensor], int, int]], biases: Tensor) -> Tensor:
+        """PD-B with fixed branch kernels: one kernel and bias per sample.
+
+        ``parts`` are (kernel, scale of its BN or None once folded, groups, branch); ``biases`` (B, out).
+        """
         weights = self.refine(x)
         if not x.is_cuda and not torch.is_grad_enabled() and not torch.jit.is_tracing():
             # CPU inference: mix each sample's kernel into one reused buffer and convolve that sample.
             # oneDNN runs the grouped form below up to 2x (batch 2) to 4x (batch 8) slower on small
             # feature maps, and the kernels of a whole batch are tens of MB in late stages. (Not when
             # traced, as mmengine's FLOP counter does: the loop would make the trace batch-sized.)
-            kernel = kernel_workspace((self.out_channels, self.in_channels) + self.kernel_size, dense)
+            folded = [(k if s is None else k * s.reshape(-1, 1, 1, 1), g, b) for k, s, g, b in parts]
+            kernel = kernel_workspace((self.out_channels, self.in_channels) + self.kernel_size, x)
             bias = self._sample_bias(torch.mm(weights, biases))
             outs = []
             for i, w in enumerate(weights.tolist()):
-                mix_kernel_(kernel, w, dense, dense_branch, extras)
+                mix_kernel_(kernel, w, folded)
                 outs.append(F.conv2d(x[i:i + 1], kernel, bias[i], self.stride, self.padding, self.dilation))
             return outs[0] if len(outs) == 1 else torch.cat(outs)
-        kernel, bias = mix_kernels(weights, dense, dense_branch, extras, biases)
-        return per_sample_conv2d(x, kernel, self._sample_bias(bias), self.stride, self.padding, self.dilation)
+        ones = biases.new_ones(self.out_channels)
+        scaled = [(k, ones if s is None else s, g) for k, s, g, _ in parts]
+        kernels, bias = mix_parts(weights, scaled, [b for *_, b in parts], biases, self.in_channels, self.kernel_size)
+        return per_sample_conv2d(x, kernels, self._sample_bias(bias), self.stride, self.padding, self.dilation)
 
     def _sample_bias(self, bias: Tensor) -> Tensor:
         return bias if self.bias is None else bias + self.bias
