@@ -5,11 +5,14 @@ functions only. They are plain differentiable tensor functions: the deploy path 
 ``torch.no_grad()``, the frozen-BN training path calls them on every forward so that gradients reach
 the branch parameters exactly as through the branch-by-branch computation.
 
-A branch contributes one or more folded *parts*: a kernel and the groups it was convolved with. A part
-smaller than the full window (the kx1 and 1xk skeleton kernels) belongs on the window's centre, and a
-grouped part on the block diagonal of the dense kernel. ``add_kernel_`` writes a part into exactly
-those entries (zero-padding and group-to-dense without materialising either), which keeps the
-per-forward cost of the frozen-BN path to a few passes over one dense kernel.
+A branch contributes one or more *parts*: a conv kernel, the groups it was convolved with and the
+per-channel scale of the BN after it. A part smaller than the full window (the kx1 and 1xk skeleton
+kernels) belongs on the window's centre, and a grouped part on the block diagonal of the dense kernel.
+``combine_parts`` writes coefficient x part into exactly those entries (zero-padding and group-to-dense
+without materialising either), for a whole batch at once: the PD-A kernel (N = 1, the BN scales as
+coefficients), PD-B's per-sample kernels in training (BN scale x the sample's branch weight) and those of
+a deployed PD-B layer (the branch weights). ``mix_kernel_`` is its in-place form for one sample in CPU
+inference.
 """
 import threading
 from typing import List, Sequence, Tuple
