@@ -169,6 +169,16 @@ def _combine(kernels: Sequence[Tensor], coefs: Sequence[Tensor], groups: Sequenc
     return mixed
 
 
+def _batch_weighted_sum(view: Tensor, coef: Tensor, by_sample: bool) -> Tensor:
+    """``sum_n view[n] * coef[n]``: on CPU sample by sample (no N-fold temporary), on CUDA in one op."""
+    if not by_sample:
+        return (view * coef).sum(0)
+    out = torch.mul(view[0], coef[0])
+    for n in range(1, view.shape[0]):
+        out.addcmul_(view[n], coef[n])
+    return out
+
+
 class _Combine(torch.autograd.Function):
     """``combine_parts`` with a hand-written backward.
 
@@ -196,13 +206,7 @@ class _Combine(torch.autograd.Function):
             c = _coef_view(coef, g)
             grad_kernel = grad_coef = None
             if ctx.needs_input_grad[3 + i]:
-                if grad.is_cuda:
-                    grad_kernel = (view * c).sum(0)
-                else:  # sample by sample: no N-fold temporary
-                    grad_kernel = torch.mul(view[0], c[0])
-                    for j in range(1, view.shape[0]):
-                        grad_kernel.addcmul_(view[j], c[j])
-                grad_kernel = grad_kernel.reshape(kernel.shape)
+                grad_kernel = _batch_weighted_sum(view, c, by_sample=not grad.is_cuda).reshape(kernel.shape)
             if ctx.needs_input_grad[3 + num + i]:
                 # per (sample, channel) dot products; bmm ran 4x slower on CPU than a product into scratch
                 prod = kernel_workspace(view.shape, grad, slot='combine_backward')

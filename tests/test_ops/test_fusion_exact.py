@@ -194,6 +194,19 @@ def test_combine_parts_per_sample_equals_textbook_mix_and_its_backward_is_exact(
     assert torch.autograd.gradcheck(combined, kernels + coefs)
 
 
+def test_both_forms_of_the_batch_reduction_agree():
+    """The combine backward reduces over the batch sample by sample on CPU and in one op on CUDA; CI has
+    no GPU, so the CUDA form is checked here on CPU tensors."""
+    from pddr_mm.ops.fusion import _batch_weighted_sum, _coef_view, _part_view
+    torch.manual_seed(0)
+    # a grouped part's strided view of per-sample kernel gradients, as in the backward
+    view = _part_view(torch.randn(5, 4, 6, 3, 3, dtype=torch.float64), (4, 3, 3, 3), 2)
+    coef = _coef_view(torch.randn(5, 4, dtype=torch.float64), 2)
+    expected = sum(view[n] * coef[n] for n in range(5))
+    for by_sample in (True, False):
+        assert max_rel_error(_batch_weighted_sum(view, coef, by_sample), expected) <= 1e-12
+
+
 def test_kernel_workspace_is_reused_and_per_thread():
     import threading
 
