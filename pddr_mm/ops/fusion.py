@@ -11,18 +11,17 @@ kernels) belongs on the window's centre, and a grouped part on the block diagona
 ``combine_parts`` writes coefficient x part into exactly those entries (zero-padding and group-to-dense
 without materialising either), for a whole batch at once: the PD-A kernel (N = 1, the BN scales as
 coefficients), PD-B's per-sample kernels in training (BN scale x the sample's branch weight) and those of
-a deployed PD-B layer (the branch weights). ``mix_kernel_`` is its in-place form for one sample in CPU
-inference.
+a deployed PD-B layer (the branch weights). CPU inference calls it without autograd, one sample at a
+time, into a reused buffer (``kernel_workspace``).
 """
 import threading
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
-Part = Tuple[Tensor, int]  # (kernel (..., out, in / groups, h, w), groups)
 ScaledPart = Tuple[Tensor, Tensor, int]  # (kernel (out, in / groups, h, w), scale (out, ) of its BN, groups)
 
 
@@ -147,25 +146,36 @@ def add_kernel_(dense: Tensor, kernel: Tensor, groups: int = 1) -> Tensor:
     return dense
 
 
+Coef = Union[Tensor, float]  # (N, out) per sample and output channel, or one number for the whole part
+
+
 def _coef_view(coef: Tensor, groups: int) -> Tensor:
     """(N, out) coefficients that broadcast against the part view of (N, out, in, kh, kw) kernels."""
     coef = coef.reshape(coef.shape[0], -1, 1, 1, 1)
     return coef.unflatten(1, (groups, -1)) if groups > 1 else coef
 
 
-def _combine(kernels: Sequence[Tensor], coefs: Sequence[Tensor], groups: Sequence[int], in_channels: int,
-             kernel_size: Tuple[int, int]) -> Tensor:
-    n, out = coefs[0].shape
+def _combine(kernels: Sequence[Tensor], coefs: Sequence[Coef], groups: Sequence[int], in_channels: int,
+             kernel_size: Tuple[int, int], out: Optional[Tensor] = None) -> Tensor:
+    n = coefs[0].shape[0] if isinstance(coefs[0], Tensor) else 1
     full = [i for i, (k, g) in enumerate(zip(kernels, groups)) if g == 1 and tuple(k.shape[-2:]) == tuple(kernel_size)]
     if full:
         first = full[0]
-        mixed = torch.mul(kernels[first].unsqueeze(0), _coef_view(coefs[first], 1))
+        coef = coefs[first]
+        mixed = torch.mul(kernels[first].unsqueeze(0), _coef_view(coef, 1) if isinstance(coef, Tensor) else coef,
+                          out=out)
     else:
         first = None
-        mixed = kernels[0].new_zeros((n, out, in_channels) + tuple(kernel_size))
+        shape = (n, kernels[0].shape[0], in_channels) + tuple(kernel_size)
+        mixed = kernels[0].new_zeros(shape) if out is None else out.zero_()
     for i, (kernel, coef, g) in enumerate(zip(kernels, coefs, groups)):
-        if i != first:
-            _part_view(mixed, kernel.shape, g).addcmul_(_grouped(kernel, g).unsqueeze(0), _coef_view(coef, g))
+        if i == first:
+            continue
+        target, part = _part_view(mixed, kernel.shape, g), _grouped(kernel, g).unsqueeze(0)
+        if isinstance(coef, Tensor):
+            target.addcmul_(part, _coef_view(coef, g))
+        else:  # a number: no per-channel tensor to broadcast (CPU inference, one sample at a time)
+            target.add_(part, alpha=coef)
     return mixed
 
 
@@ -217,62 +227,29 @@ class _Combine(torch.autograd.Function):
         return (None, None, None, *grad_kernels, *grad_coefs)
 
 
-def combine_parts(kernels: Sequence[Tensor], coefs: Sequence[Tensor], groups: Sequence[int], in_channels: int,
-                  kernel_size: Tuple[int, int]) -> Tensor:
+def combine_parts(kernels: Sequence[Tensor], coefs: Sequence[Coef], groups: Sequence[int], in_channels: int,
+                  kernel_size: Tuple[int, int], out: Optional[Tensor] = None) -> Tensor:
     """``sum_p coefs_p[n, o] * kernels_p[o]`` for every n, each part centred and block-diagonal in dense
     (N, out, in, kh, kw) kernels: the one computation behind every PDDR kernel.
 
     PD-A is N = 1 with a part's coefficients the scale of its BN; PD-B multiplies those by the sample's
     weight of the part's branch; a deployed PD-B layer combines its stored kernels with the weights alone.
-    No folded kernel is materialised. Differentiable in kernels and coefficients.
+    No folded kernel is materialised. Differentiable in kernels and coefficients. Without autograd the
+    kernels can be written into ``out`` (N, out, in, kh, kw), e.g. a reused buffer, and a part's
+    coefficient may be one number (N = 1).
     """
     groups = tuple(groups)
-    if torch.is_grad_enabled() and any(t.requires_grad for t in list(kernels) + list(coefs)):
+    if torch.is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad for t in list(kernels) + list(coefs)):
+        if out is not None:
+            raise ValueError('combine_parts cannot write into out= while autograd records it')
         return _Combine.apply(in_channels, tuple(kernel_size), groups, *kernels, *coefs)
-    return _combine(kernels, coefs, groups, in_channels, kernel_size)
+    return _combine(kernels, coefs, groups, in_channels, kernel_size, out)
 
 
 def merge_parts(parts: Sequence[ScaledPart], in_channels: int, kernel_size: Tuple[int, int]) -> Tensor:
     """The PD-A kernel: ``sum_p kernel_p * scale_p`` as one dense (out, in, kh, kw) kernel, BNs folded in."""
     return combine_parts([k for k, _, _ in parts], [s.unsqueeze(0) for _, s, _ in parts], [g for _, _, g in parts],
                          in_channels, kernel_size)[0]
-
-
-def mix_parts(weights: Tensor, parts: Sequence[ScaledPart], branch_of_part: Sequence[int], biases: Tensor,
-              in_channels: int, kernel_size: Tuple[int, int]) -> Tuple[Tensor, Tensor]:
-    """The PD-B kernels and biases of a batch: ``sum_b weights[n, b] * (kernel_b, bias_b)``.
-
-    Args:
-        weights: (N, B) branch weights per sample.
-        parts: (kernel, per-output-channel scale, groups) of every part; part p belongs to branch
-            ``branch_of_part[p]``. Training passes BN scales, a deployed layer ones.
-        biases: (B, out) folded bias of every branch.
-
-    Returns:
-        kernels (N, out, in, kh, kw) and biases (N, out).
-    """
-    coefs = [weights[:, b].unsqueeze(1) * scale.unsqueeze(0) for (_, scale, _), b in zip(parts, branch_of_part)]
-    kernels = combine_parts([k for k, _, _ in parts], coefs, [g for _, _, g in parts], in_channels, kernel_size)
-    return kernels, torch.mm(weights, biases)
-
-
-def mix_kernel_(out: Tensor, weights: Sequence[float], parts: Sequence[Tuple[Tensor, int, int]]) -> Tensor:
-    """One sample's PD-B kernel written into ``out`` in place, without autograd: ``mix_parts`` for inference.
-
-    ``weights`` are that sample's B branch weights as floats, ``parts`` (folded kernel, groups, branch).
-    On CPU the mixing only streams the stored kernels through memory, so it is written as scaled adds
-    into a reused buffer: a fresh output per layer costs as much again in page faults.
-    """
-    size = tuple(out.shape[-2:])
-    first = next((i for i, (k, g, _) in enumerate(parts) if g == 1 and tuple(k.shape[-2:]) == size), None)
-    if first is None:
-        out.zero_()
-    else:
-        torch.mul(parts[first][0], weights[parts[first][2]], out=out)
-    for i, (kernel, groups, branch) in enumerate(parts):
-        if i != first:
-            _part_view(out, kernel.shape, groups).add_(_grouped(kernel, groups), alpha=weights[branch])
-    return out
 
 
 def per_sample_conv2d(x: Tensor, kernels: Tensor, biases: Tensor, stride: Sequence[int],
@@ -298,7 +275,6 @@ def per_sample_conv2d(x: Tensor, kernels: Tensor, biases: Tensor, stride: Sequen
 
 
 __all__: List[str] = [
-    'check_foldable_bn', 'bn_scale_shift', 'fold_bn', 'add_kernel_', 'combine_parts', 'merge_parts', 'mix_parts',
-    'mix_kernel_', 'kernel_workspace',
-    'per_sample_conv2d'
+    'check_foldable_bn', 'bn_scale_shift', 'fold_bn', 'add_kernel_', 'combine_parts', 'merge_parts',
+    'kernel_workspace', 'per_sample_conv2d'
 ]

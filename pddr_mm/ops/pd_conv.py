@@ -11,7 +11,7 @@ from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.utils import _pair
 
-from .fusion import add_kernel_, bn_scale_shift, kernel_workspace, merge_parts, mix_kernel_, mix_parts, per_sample_conv2d
+from .fusion import add_kernel_, bn_scale_shift, combine_parts, kernel_workspace, merge_parts, per_sample_conv2d
 from .refine import Refinement
 
 IntOrPair = Union[int, Tuple[int, int]]
@@ -75,6 +75,11 @@ class SkeletonBranch(nn.Module):
         ver_parts, ver_shift = self.ver.parts()
         hor_parts, hor_shift = self.hor.parts()
         return ver_parts + hor_parts, ver_shift + hor_shift
+
+
+def _folded(parts: List[Tuple[Tensor, Tensor, int]]) -> List[Tuple[Tensor, int]]:
+    """(kernel, BN scale, groups) parts as folded (kernel * scale, groups) parts."""
+    return [(kernel * scale.reshape(-1, 1, 1, 1), groups) for kernel, scale, groups in parts]
 
 
 def _check_norm_cfg(norm_cfg: Dict, num_features: int) -> None:
@@ -231,7 +236,7 @@ class PDConv2d(BaseModule):
     def fold_branches(self) -> Tuple[List[Tuple[Tensor, int]], Tensor]:
         """Every branch folded with its BN: parts [(kernel, groups)] and biases (B, out)."""
         parts, biases = self.branch_parts()
-        return [(kernel * scale.reshape(-1, 1, 1, 1), groups) for kernel, scale, groups in parts], biases
+        return _folded(parts), biases
 
     def branch_kernels(self) -> Tuple[Tensor, Tensor]:
         """Each branch as a dense full-size kernel (B, out, in, kh, kw) and bias (B, out), for inspection."""
@@ -288,7 +293,7 @@ class PDConv2d(BaseModule):
         else:
             dense_branch, extra_specs = self._deploy_layout()
             extra_branches = [i for i, _ in extra_specs]
-            parts = [(kernel * scale.reshape(-1, 1, 1, 1), groups) for kernel, scale, groups in parts]
+            parts = _folded(parts)
             self.fused_weight = nn.Parameter(self._dense_per_branch(parts, dense_branch))
             # a grouped branch is one part, kept in its compact shape
             self.fused_extra = nn.ParameterList([nn.Parameter(kernel.clone()) for (kernel, _), (branch, _, _)
@@ -357,23 +362,29 @@ class PDConv2d(BaseModule):
         ``parts`` are (kernel, scale of its BN or None once folded, groups, branch); ``biases`` (B, out).
         """
         weights = self.refine(x)
+        bias = self._sample_bias(torch.mm(weights, biases))
+        groups = [g for _, _, g, _ in parts]
         if not x.is_cuda and not torch.is_grad_enabled() and not torch.jit.is_tracing():
             # CPU inference: mix each sample's kernel into one reused buffer and convolve that sample.
             # oneDNN runs the grouped form below up to 2x (batch 2) to 4x (batch 8) slower on small
-            # feature maps, and the kernels of a whole batch are tens of MB in late stages. (Not when
-            # traced, as mmengine's FLOP counter does: the loop would make the trace batch-sized.)
-            folded = [(k if s is None else k * s.reshape(-1, 1, 1, 1), g, b) for k, s, g, b in parts]
-            kernel = kernel_workspace((self.out_channels, self.in_channels) + self.kernel_size, x)
-            bias = self._sample_bias(torch.mm(weights, biases))
+            # feature maps, the kernels of a whole batch are tens of MB in late stages, and a fresh
+            # kernel per layer costs as much again in page faults. The sample's branch weights are
+            # numbers here, which spares building per-channel coefficient tensors for every sample.
+            # (Not when traced, as mmengine's FLOP counter does: the loop would make the trace
+            # batch-sized.)
+            folded = [k if s is None else k * s.reshape(-1, 1, 1, 1) for k, s, _, _ in parts]
+            buf = kernel_workspace((1, self.out_channels, self.in_channels) + self.kernel_size, x)
             outs = []
             for i, w in enumerate(weights.tolist()):
-                mix_kernel_(kernel, w, folded)
+                kernel = combine_parts(folded, [w[b] for _, _, _, b in parts], groups, self.in_channels,
+                                       self.kernel_size, out=buf)[0]
                 outs.append(F.conv2d(x[i:i + 1], kernel, bias[i], self.stride, self.padding, self.dilation))
             return outs[0] if len(outs) == 1 else torch.cat(outs)
         ones = biases.new_ones(self.out_channels)
-        scaled = [(k, ones if s is None else s, g) for k, s, g, _ in parts]
-        kernels, bias = mix_parts(weights, scaled, [b for *_, b in parts], biases, self.in_channels, self.kernel_size)
-        return per_sample_conv2d(x, kernels, self._sample_bias(bias), self.stride, self.padding, self.dilation)
+        # part p of sample n, output channel o: weights[n, branch] * scale[o] (a deployed part has no scale)
+        coefs = [weights[:, b].unsqueeze(1) * (ones if s is None else s).unsqueeze(0) for _, s, _, b in parts]
+        mixed = combine_parts([k for k, _, _, _ in parts], coefs, groups, self.in_channels, self.kernel_size)
+        return per_sample_conv2d(x, mixed, bias, self.stride, self.padding, self.dilation)
 
     def _sample_bias(self, bias: Tensor) -> Tensor:
         return bias if self.bias is None else bias + self.bias

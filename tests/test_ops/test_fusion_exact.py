@@ -194,6 +194,24 @@ def test_combine_parts_per_sample_equals_textbook_mix_and_its_backward_is_exact(
     assert torch.autograd.gradcheck(combined, kernels + coefs)
 
 
+def test_combine_parts_into_a_buffer_with_number_coefficients():
+    """CPU inference writes one sample's kernel into a reused buffer with its branch weights as numbers;
+    that must equal the tensor-coefficient form, and asking for out= under autograd must fail loudly."""
+    from pddr_mm.ops import combine_parts
+    parts = _scaled_parts()
+    groups = [g for _, _, g in parts]
+    kernels = [k.detach() for k, _, _ in parts]
+    numbers = [0.5, -1.25, 2.0, 0.75, -0.1]
+    expected = combine_parts(kernels, [torch.full((1, 4), c, dtype=torch.float64) for c in numbers], groups, 6,
+                             (3, 3))
+    buf = torch.full((1, 4, 6, 3, 3), float('nan'), dtype=torch.float64)  # stale contents must not leak
+    out = combine_parts(kernels, numbers, groups, 6, (3, 3), out=buf)
+    assert out.data_ptr() == buf.data_ptr()
+    assert max_rel_error(out, expected) <= 1e-12
+    with pytest.raises(ValueError, match='out='):
+        combine_parts([k for k, _, _ in parts], numbers, groups, 6, (3, 3), out=buf)
+
+
 def test_both_forms_of_the_batch_reduction_agree():
     """The combine backward reduces over the batch sample by sample on CPU and in one op on CUDA; CI has
     no GPU, so the CUDA form is checked here on CPU tensors."""
