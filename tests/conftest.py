@@ -4,3 +4,19 @@ import sys
 # test modules import shared helpers from their own directory (e.g. test_fusion_exact.make_layer)
 for sub in ('test_ops', ):
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), sub))
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(params=['cpp', 'torch'])
+def combine_form(request, monkeypatch):
+    """Run a test with each form of combine_parts: the C++ op (CPU) and the torch ops (CUDA, fallback)."""
+    from pddr_mm.ops import fusion
+    if request.param == 'torch':
+        monkeypatch.setattr(fusion, 'cpu_ext', lambda: None)
+    elif fusion.cpu_ext() is None:
+        if os.environ.get('PDDR_CPU_EXT') == '0':
+            pytest.skip('the C++ combine op is switched off (PDDR_CPU_EXT=0)')
+        pytest.fail('the C++ combine op could not be built (see the warning); CPU training runs slower without it')
+    return request.param

@@ -15,12 +15,15 @@ a deployed PD-B layer (the branch weights). CPU inference calls it without autog
 time, into a reused buffer (``kernel_workspace``).
 """
 import threading
+from types import ModuleType
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
+
+from .cpu_ext import cpu_ext
 
 ScaledPart = Tuple[Tensor, Tensor, int]  # (kernel (out, in / groups, h, w), scale (out, ) of its BN, groups)
 
@@ -155,9 +158,26 @@ def _coef_view(coef: Tensor, groups: int) -> Tensor:
     return coef.unflatten(1, (groups, -1)) if groups > 1 else coef
 
 
+def _use_cpu_ext(tensors: Sequence[Tensor]) -> Optional[ModuleType]:
+    if any(t.is_cuda or t.dtype not in (torch.float32, torch.float64) for t in tensors):
+        return None
+    return cpu_ext()
+
+
+def _coef_tensors(coefs: Sequence[Coef], like: Tensor) -> List[Tensor]:
+    """Every coefficient as an (N, out) tensor; a number stands for all of a part's output channels."""
+    return [c if isinstance(c, Tensor) else torch.full((1, like.shape[0]), float(c), dtype=like.dtype) for c in coefs]
+
+
 def _combine(kernels: Sequence[Tensor], coefs: Sequence[Coef], groups: Sequence[int], in_channels: int,
              kernel_size: Tuple[int, int], out: Optional[Tensor] = None) -> Tensor:
     n = coefs[0].shape[0] if isinstance(coefs[0], Tensor) else 1
+    ext = _use_cpu_ext(kernels)
+    if ext is not None and (out is None or out.is_contiguous()):
+        shape = (n, kernels[0].shape[0], in_channels) + tuple(kernel_size)
+        out = kernels[0].new_empty(shape) if out is None else out
+        ext.combine_forward(out, [k.contiguous() for k in kernels], _coef_tensors(coefs, kernels[0]), list(groups))
+        return out
     full = [i for i, (k, g) in enumerate(zip(kernels, groups)) if g == 1 and tuple(k.shape[-2:]) == tuple(kernel_size)]
     if full:
         first = full[0]
@@ -210,6 +230,12 @@ class _Combine(torch.autograd.Function):
         tensors = ctx.saved_tensors
         num = len(ctx.groups)
         kernels, coefs = tensors[:num], tensors[num:]
+        ext = _use_cpu_ext([grad])
+        if ext is not None:
+            grad_kernels, grad_coefs = ext.combine_backward(
+                grad.contiguous(), [k.contiguous() for k in kernels], list(coefs), list(ctx.groups),
+                list(ctx.needs_input_grad[3:3 + num]), list(ctx.needs_input_grad[3 + num:]))
+            return (None, None, None, *grad_kernels, *grad_coefs)
         grad_kernels, grad_coefs = [], []
         for i, (kernel, coef, g) in enumerate(zip(kernels, coefs, ctx.groups)):
             view = _part_view(grad, kernel.shape, g)  # (N, ...) laid out like _grouped(kernel)

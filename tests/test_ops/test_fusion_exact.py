@@ -54,7 +54,7 @@ def check_fused(layer, x):
 
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
 @pytest.mark.parametrize('branches,mode', SUBSETS_AND_MODES)
-def test_every_branch_subset(branches, mode, dtype):
+def test_every_branch_subset(branches, mode, dtype, combine_form):
     layer = make_layer(mode, branches, dtype=dtype)
     check_fused(layer, torch.randn(3, 8, 11, 14, dtype=dtype))
 
@@ -155,7 +155,7 @@ def _scaled_parts(dtype=torch.float64):
             for s, g in shapes]
 
 
-def test_merge_parts_equals_fold_then_add_and_its_backward_is_exact():
+def test_merge_parts_equals_fold_then_add_and_its_backward_is_exact(combine_form):
     """merge_parts applies the BN scales while summing; value and hand-written backward are checked against
     folding each part and adding it (forward) and against finite differences (gradcheck, float64)."""
     from pddr_mm.ops import add_kernel_, merge_parts
@@ -174,7 +174,7 @@ def test_merge_parts_equals_fold_then_add_and_its_backward_is_exact():
     assert torch.autograd.gradcheck(merged, [k for k, _, _ in parts] + [s for _, s, _ in parts])
 
 
-def test_combine_parts_per_sample_equals_textbook_mix_and_its_backward_is_exact():
+def test_combine_parts_per_sample_equals_textbook_mix_and_its_backward_is_exact(combine_form):
     """combine_parts (PD-B: one kernel per sample) against building each sample's kernel part by part,
     and its hand-written backward against finite differences (gradcheck, float64, N = 3)."""
     from pddr_mm.ops import add_kernel_, combine_parts
@@ -194,7 +194,7 @@ def test_combine_parts_per_sample_equals_textbook_mix_and_its_backward_is_exact(
     assert torch.autograd.gradcheck(combined, kernels + coefs)
 
 
-def test_combine_parts_into_a_buffer_with_number_coefficients():
+def test_combine_parts_into_a_buffer_with_number_coefficients(combine_form):
     """CPU inference writes one sample's kernel into a reused buffer with its branch weights as numbers;
     that must equal the tensor-coefficient form, and asking for out= under autograd must fail loudly."""
     from pddr_mm.ops import combine_parts

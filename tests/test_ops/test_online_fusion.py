@@ -19,7 +19,7 @@ def run(layer, x, path):
 
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
 @pytest.mark.parametrize('branches,mode', SUBSETS_AND_MODES)
-def test_online_path_equals_branches(branches, mode, dtype):
+def test_online_path_equals_branches(branches, mode, dtype, combine_form):
     layer = make_layer(mode, branches, dtype=dtype, stride=2, bias=True, reduction=2)
     layer.train()
     for m in layer.modules():  # frozen BN, as with norm_eval=True

@@ -1,0 +1,202 @@
+// combine_parts on CPU in one pass over memory.
+//
+// The PDDR kernels are sums of coefficient x part, each part centred in the kxk window and, when
+// grouped, on the block diagonal (see fusion.py). Written with torch ops, every part is one more pass
+// over the whole (N, out, in, kh, kw) kernel, and the backward needs a kernel-sized product for the
+// coefficient gradients: the work is memory traffic, not arithmetic. Here one output channel's row
+// (in * kh * kw values, a few KB) is finished while it sits in L1: the forward reads every part once
+// and writes the kernel once; the backward reads the gradient and the parts once, and writes the part
+// gradients once, with the coefficient gradients as dot products on the way.
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <vector>
+
+namespace {
+
+struct Geometry {
+  int64_t groups, h, w, top, left, in_per_group, out_per_group, part_row;
+  bool full(int64_t kh, int64_t kw) const { return h == kh && w == kw; }
+  // offset of output channel o's first input channel in the dense (in, kh, kw) row
+  int64_t base(int64_t o, int64_t kh, int64_t kw) const {
+    return (groups > 1 ? (o / out_per_group) * in_per_group : 0) * kh * kw;
+  }
+};
+
+template <typename T>
+inline void full_add(T* __restrict__ d, const T* __restrict__ s, T c, int64_t n) {
+  _Pragma("omp simd")
+  for (int64_t e = 0; e < n; ++e) d[e] += c * s[e];
+}
+
+// grad_part += c * v (when grad_part is given), and returns v . part
+template <typename T>
+inline T full_backward(const T* __restrict__ v, const T* __restrict__ part, T* __restrict__ grad_part, T c, int64_t n) {
+  T acc = 0;
+  if (grad_part) {
+    _Pragma("omp simd reduction(+ : acc)")
+    for (int64_t e = 0; e < n; ++e) {
+      grad_part[e] += c * v[e];
+      acc += v[e] * part[e];
+    }
+  } else {
+    _Pragma("omp simd reduction(+ : acc)")
+    for (int64_t e = 0; e < n; ++e) acc += v[e] * part[e];
+  }
+  return acc;
+}
+
+std::vector<Geometry> geometries(const std::vector<at::Tensor>& kernels, const std::vector<int64_t>& groups,
+                                 int64_t in_channels, int64_t kh, int64_t kw) {
+  TORCH_CHECK(kernels.size() == groups.size(), "one groups entry per part");
+  std::vector<Geometry> geo;
+  for (size_t p = 0; p < kernels.size(); ++p) {
+    const auto& k = kernels[p];
+    TORCH_CHECK(k.dim() == 4 && k.is_contiguous(), "parts must be contiguous (out, in / groups, h, w)");
+    const int64_t g = groups[p], out = k.size(0), h = k.size(2), w = k.size(3);
+    TORCH_CHECK(g >= 1 && out % g == 0 && in_channels % g == 0 && k.size(1) == in_channels / g,
+                "part ", p, " does not match in_channels / groups");
+    TORCH_CHECK(h <= kh && w <= kw && (kh - h) % 2 == 0 && (kw - w) % 2 == 0, "part ", p,
+                " cannot be centred in the window");
+    geo.push_back({g, h, w, (kh - h) / 2, (kw - w) / 2, in_channels / g, out / g, k.size(1) * h * w});
+  }
+  return geo;
+}
+
+// Calls op(index in the dense (in, kh, kw) row, index in the part's row) for every entry that the part
+// of output channel o occupies, as count runs of len entries (evenly spaced where the part spans the
+// window in one direction); the loops are written out for the run lengths of skeleton parts so that the
+// compiler unrolls them. (Full parts take the vectorized loops of full_*.)
+template <typename Op>
+inline void runs(int64_t count, int64_t dst, int64_t dst_stride, int64_t len, Op&& op) {
+  if (count == 1) {
+    for (int64_t e = 0; e < len; ++e) op(dst + e, e);
+  } else if (len == 1) {
+    for (int64_t r = 0; r < count; ++r) op(dst + r * dst_stride, r);
+  } else if (len == 3) {
+    for (int64_t r = 0; r < count; ++r) {
+      op(dst + r * dst_stride, 3 * r);
+      op(dst + r * dst_stride + 1, 3 * r + 1);
+      op(dst + r * dst_stride + 2, 3 * r + 2);
+    }
+  } else {
+    for (int64_t r = 0; r < count; ++r)
+      for (int64_t e = 0; e < len; ++e) op(dst + r * dst_stride + e, r * len + e);
+  }
+}
+
+template <typename Op>
+inline void for_entries(const Geometry& g, int64_t o, int64_t kh, int64_t kw, Op&& op) {
+  const int64_t base = g.base(o, kh, kw);
+  if (g.full(kh, kw)) {  // one run
+    runs(1, base, 0, g.part_row, op);
+  } else if (g.w == kw) {  // full width (e.g. 1xk): h rows per input channel
+    runs(g.in_per_group, base + g.top * kw, kh * kw, g.h * kw, op);
+  } else if (g.h == kh) {  // full height (e.g. kx1): w entries in every window row
+    runs(g.in_per_group * kh, base + g.left, kw, g.w, op);
+  } else {
+    for (int64_t i = 0; i < g.in_per_group; ++i)
+      for (int64_t y = 0; y < g.h; ++y) {
+        const int64_t dst = base + (i * kh + g.top + y) * kw + g.left, src = (i * g.h + y) * g.w;
+        for (int64_t x = 0; x < g.w; ++x) op(dst + x, src + x);
+      }
+  }
+}
+
+void check_coefs(const std::vector<at::Tensor>& coefs, size_t num, int64_t n, int64_t out, at::ScalarType dtype) {
+  TORCH_CHECK(coefs.size() == num, "one coefficient tensor per part");
+  for (const auto& c : coefs)
+    TORCH_CHECK(c.dim() == 2 && c.size(0) == n && c.size(1) == out && c.scalar_type() == dtype,
+                "coefficients must be (N, out) tensors of the parts' dtype");
+}
+
+// out: (N, out, in, kh, kw), contiguous; kernels[p]: (out, in / groups[p], h, w); coefs[p]: (N, out)
+void combine_forward(at::Tensor out, const std::vector<at::Tensor>& kernels, const std::vector<at::Tensor>& coefs,
+                     const std::vector<int64_t>& groups) {
+  TORCH_CHECK(out.dim() == 5 && out.is_contiguous() && !out.is_cuda(), "out must be a contiguous CPU (N, out, in, kh, kw)");
+  const int64_t n = out.size(0), oc = out.size(1), ic = out.size(2), kh = out.size(3), kw = out.size(4);
+  const auto geo = geometries(kernels, groups, ic, kh, kw);
+  check_coefs(coefs, kernels.size(), n, oc, out.scalar_type());
+  for (const auto& k : kernels) TORCH_CHECK(k.size(0) == oc && k.scalar_type() == out.scalar_type(), "part shape/dtype");
+  const int64_t row = ic * kh * kw;
+  AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "combine_forward", [&] {
+    std::vector<const scalar_t*> src;
+    std::vector<at::TensorAccessor<scalar_t, 2>> c;
+    for (size_t p = 0; p < kernels.size(); ++p) {
+      src.push_back(kernels[p].data_ptr<scalar_t>());
+      c.push_back(coefs[p].accessor<scalar_t, 2>());
+    }
+    scalar_t* dst = out.data_ptr<scalar_t>();
+    at::parallel_for(0, oc, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t o = begin; o < end; ++o)
+        for (int64_t s = 0; s < n; ++s) {
+          scalar_t* d = dst + (s * oc + o) * row;
+          std::fill(d, d + row, scalar_t(0));
+          for (size_t p = 0; p < geo.size(); ++p) {
+            const scalar_t* part = src[p] + o * geo[p].part_row;
+            const scalar_t cp = c[p][s][o];
+            if (geo[p].full(kh, kw))
+              full_add(d + geo[p].base(o, kh, kw), part, cp, geo[p].part_row);
+            else
+              for_entries(geo[p], o, kh, kw, [&](int64_t i, int64_t j) { d[i] += cp * part[j]; });
+          }
+        }
+    });
+  });
+}
+
+// returns (grad of every part or an undefined tensor, grad of every coefficient or an undefined tensor)
+std::vector<std::vector<at::Tensor>> combine_backward(at::Tensor grad, const std::vector<at::Tensor>& kernels,
+                                                      const std::vector<at::Tensor>& coefs,
+                                                      const std::vector<int64_t>& groups,
+                                                      const std::vector<bool>& want_kernel,
+                                                      const std::vector<bool>& want_coef) {
+  TORCH_CHECK(grad.dim() == 5 && grad.is_contiguous() && !grad.is_cuda(), "grad must be a contiguous CPU 5-d tensor");
+  const int64_t n = grad.size(0), oc = grad.size(1), ic = grad.size(2), kh = grad.size(3), kw = grad.size(4);
+  const auto geo = geometries(kernels, groups, ic, kh, kw);
+  check_coefs(coefs, kernels.size(), n, oc, grad.scalar_type());
+  TORCH_CHECK(want_kernel.size() == kernels.size() && want_coef.size() == kernels.size(), "one flag per part");
+  std::vector<at::Tensor> grad_kernels, grad_coefs;
+  for (size_t p = 0; p < kernels.size(); ++p) {
+    grad_kernels.push_back(want_kernel[p] ? at::empty_like(kernels[p]) : at::Tensor());
+    grad_coefs.push_back(want_coef[p] ? at::empty({n, oc}, grad.options()) : at::Tensor());
+  }
+  const int64_t row = ic * kh * kw;
+  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "combine_backward", [&] {
+    const scalar_t* g = grad.data_ptr<scalar_t>();
+    at::parallel_for(0, oc, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t o = begin; o < end; ++o)
+        for (size_t p = 0; p < geo.size(); ++p) {
+          if (!want_kernel[p] && !want_coef[p]) continue;
+          const scalar_t* part = kernels[p].data_ptr<scalar_t>() + o * geo[p].part_row;
+          scalar_t* gp = want_kernel[p] ? grad_kernels[p].data_ptr<scalar_t>() + o * geo[p].part_row : nullptr;
+          auto c = coefs[p].accessor<scalar_t, 2>();
+          if (gp) std::fill(gp, gp + geo[p].part_row, scalar_t(0));
+          for (int64_t s = 0; s < n; ++s) {
+            const scalar_t* gs = g + (s * oc + o) * row;
+            const scalar_t cs = c[s][o];
+            scalar_t dot = 0;
+            if (geo[p].full(kh, kw))
+              dot = full_backward(gs + geo[p].base(o, kh, kw), part, gp, cs, geo[p].part_row);
+            else if (gp)
+              for_entries(geo[p], o, kh, kw, [&](int64_t i, int64_t j) {
+                gp[j] += cs * gs[i];
+                dot += gs[i] * part[j];
+              });
+            else
+              for_entries(geo[p], o, kh, kw, [&](int64_t i, int64_t j) { dot += gs[i] * part[j]; });
+            if (want_coef[p]) grad_coefs[p].data_ptr<scalar_t>()[s * oc + o] = dot;
+          }
+        }
+    });
+  });
+  return {grad_kernels, grad_coefs};
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("combine_forward", &combine_forward, "sum of coefficient x part into dense per-sample kernels (CPU)");
+  m.def("combine_backward", &combine_backward, "gradients of combine_forward (CPU)");
+}

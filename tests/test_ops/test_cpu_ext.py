@@ -1,0 +1,98 @@
+"""The C++ form of combine_parts: built, used on CPU, and a clean fallback when it cannot be built."""
+import warnings
+
+import pytest
+import torch
+
+from pddr_mm.ops import combine_parts, cpu_ext as cpu_ext_module
+from pddr_mm.ops import fusion
+from pddr_mm.testing import max_rel_error
+
+
+def _parts(dtype=torch.float32, requires_grad=False):
+    torch.manual_seed(0)
+    shapes = [((8, 8, 3, 3), 1), ((8, 2, 3, 3), 4), ((8, 8, 3, 1), 1), ((8, 8, 1, 3), 1)]
+    kernels = [torch.randn(s, dtype=dtype, requires_grad=requires_grad) for s, _ in shapes]
+    return kernels, [g for _, g in shapes]
+
+
+def test_combine_parts_runs_the_cpp_op_on_cpu(combine_form, monkeypatch):
+    calls = []
+    real = fusion.cpu_ext()
+
+    class Spy:
+        def combine_forward(self, *args):
+            calls.append('forward')
+            return real.combine_forward(*args)
+
+        def combine_backward(self, *args):
+            calls.append('backward')
+            return real.combine_backward(*args)
+
+    if combine_form == 'cpp':
+        monkeypatch.setattr(fusion, 'cpu_ext', lambda: Spy())
+    kernels, groups = _parts(requires_grad=True)
+    coefs = [torch.randn(2, 8, requires_grad=True) for _ in kernels]
+    combine_parts(kernels, coefs, groups, 8, (3, 3)).sum().backward()
+    assert calls == (['forward', 'backward'] if combine_form == 'cpp' else [])
+
+
+def test_cpp_and_torch_forms_agree_on_a_5x5_window(monkeypatch):
+    """Window rows of 5 take the general run loop of the C++ op (3 and 1 have their own)."""
+    torch.manual_seed(0)
+    kernels = [torch.randn(6, 4, 5, 5, dtype=torch.float64), torch.randn(6, 4, 5, 1, dtype=torch.float64),
+               torch.randn(6, 4, 1, 5, dtype=torch.float64), torch.randn(6, 4, 3, 3, dtype=torch.float64),
+               torch.randn(6, 2, 5, 5, dtype=torch.float64)]
+    groups = [1, 1, 1, 1, 2]
+    coefs = [torch.randn(3, 6, dtype=torch.float64, requires_grad=True) for _ in kernels]
+    kernels = [k.requires_grad_() for k in kernels]
+
+    def run():
+        out = combine_parts(kernels, coefs, groups, 4, (5, 5))
+        grads = torch.autograd.grad((out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).reshape(out.shape)).sum(),
+                                    kernels + coefs)
+        return [out.detach()] + list(grads)
+
+    cpp = run()
+    monkeypatch.setattr(fusion, 'cpu_ext', lambda: None)
+    for a, b in zip(cpp, run()):
+        assert max_rel_error(a, b) <= 1e-12
+
+
+def test_cpp_op_rejects_mismatched_inputs():
+    ext = fusion.cpu_ext()
+    if ext is None:
+        pytest.skip('the C++ combine op is not built')
+    kernels, groups = _parts()
+    coefs = [torch.randn(1, 8) for _ in kernels]
+    with pytest.raises(RuntimeError, match='in_channels / groups'):
+        ext.combine_forward(torch.empty(1, 8, 6, 3, 3), kernels, coefs, groups)
+    with pytest.raises(RuntimeError, match='coefficients'):
+        ext.combine_forward(torch.empty(1, 8, 8, 3, 3), kernels, coefs[:1] * 3 + [torch.randn(2, 8)], groups)
+    with pytest.raises(RuntimeError, match='centred'):
+        ext.combine_forward(torch.empty(1, 8, 8, 3, 3), [torch.randn(8, 8, 2, 3)], coefs[:1], [1])
+
+
+def test_unbuildable_op_falls_back_with_one_warning(monkeypatch):
+    import torch.utils.cpp_extension as cpp_extension
+
+    def broken(*args, **kwargs):
+        raise OSError('no compiler')
+
+    monkeypatch.setattr(cpp_extension, 'load', broken)
+    monkeypatch.setattr(cpu_ext_module, '_state', {'tried': False, 'module': None})
+    with pytest.warns(UserWarning, match='no compiler'):
+        assert cpu_ext_module.cpu_ext() is None
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert cpu_ext_module.cpu_ext() is None  # tried once, not again on every layer
+    kernels, groups = _parts()
+    assert combine_parts(kernels, [0.5] * 4, groups, 8, (3, 3)).shape == (1, 8, 8, 3, 3)
+
+
+def test_switch_turns_the_op_off(monkeypatch):
+    monkeypatch.setenv('PDDR_CPU_EXT', '0')
+    monkeypatch.setattr(cpu_ext_module, '_state', {'tried': False, 'module': None})
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert cpu_ext_module.cpu_ext() is None
