@@ -12,7 +12,9 @@ kernels) belongs on the window's centre, and a grouped part on the block diagona
 without materialising either), for a whole batch at once: the PD-A kernel (N = 1, the BN scales as
 coefficients), PD-B's per-sample kernels in training (BN scale x the sample's branch weight) and those of
 a deployed PD-B layer (the branch weights). CPU inference calls it without autograd, one sample at a
-time, into a reused buffer (``kernel_workspace``).
+time, into a reused buffer (``kernel_workspace``). On CPU it runs as one C++ op (``csrc/combine.cpp``,
+see ``cpu_ext``) that passes over memory once; the torch-op form below is the same computation, used on
+CUDA, for other dtypes and where the op cannot be built.
 """
 import threading
 from types import ModuleType
