@@ -82,6 +82,25 @@ def bn_scale_shift(bn: _BatchNorm, dtype: torch.dtype) -> Tuple[Tensor, Tensor]:
     return scale, shift
 
 
+def bn_scales_shifts(bns: Sequence[_BatchNorm], dtype: torch.dtype) -> Tuple[Tensor, Tensor]:
+    """``bn_scale_shift`` of several eval-mode BNs of one width at once: (len(bns), C) scales and shifts.
+
+    A PDDR layer has five branch BNs; computed one by one, their small ops (forward and backward) were
+    half the fixed cost of a layer in frozen-BN training on CPU. Here they are a few ops on stacked rows.
+    """
+    for bn in bns:
+        check_foldable_bn(bn)
+    with torch.no_grad():  # the statistics are buffers: no gradient
+        var = torch.stack([bn.running_var for bn in bns]).to(dtype)
+        eps = var.new_tensor([bn.eps for bn in bns]).unsqueeze(1)
+        inv_std = (var + eps).rsqrt_()
+        mean_inv_std = torch.stack([bn.running_mean for bn in bns]).to(dtype).mul_(inv_std)
+    ones, zeros = inv_std.new_ones(inv_std.shape[1]), inv_std.new_zeros(inv_std.shape[1])
+    weight = torch.stack([bn.weight if bn.affine else ones for bn in bns])
+    bias = torch.stack([bn.bias if bn.affine else zeros for bn in bns])
+    return weight * inv_std, torch.addcmul(bias, weight, mean_inv_std, value=-1)
+
+
 def fold_bn(kernel: Tensor, bn: _BatchNorm) -> Tuple[Tensor, Tensor]:
     """Fold an eval-mode BN that follows a bias-free conv into that conv's kernel and a bias.
 
@@ -212,7 +231,7 @@ def _batch_weighted_sum(view: Tensor, coef: Tensor, by_sample: bool) -> Tensor:
 
 
 class _Combine(torch.autograd.Function):
-    """``combine_parts`` with a hand-written backward.
+    """``combine_parts`` with a hand-written backward; the coefficients come stacked, (P, N, out).
 
     It reads the gradient through views of each part's entries and forms the coefficient gradients in
     reused scratch memory. Written with autograd ops (fold, then add or mix) the same step also wrote
@@ -221,63 +240,71 @@ class _Combine(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, in_channels: int, kernel_size: Tuple[int, int], groups: Tuple[int, ...], *tensors: Tensor):
-        kernels, coefs = tensors[:len(groups)], tensors[len(groups):]
+    def forward(ctx, in_channels: int, kernel_size: Tuple[int, int], groups: Tuple[int, ...], coefs: Tensor,
+                *kernels: Tensor):
         ctx.groups = groups
-        ctx.save_for_backward(*tensors)
-        return _combine(kernels, coefs, groups, in_channels, kernel_size)
+        ctx.save_for_backward(coefs, *kernels)
+        return _combine(kernels, coefs.unbind(0), groups, in_channels, kernel_size)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        tensors = ctx.saved_tensors
-        num = len(ctx.groups)
-        kernels, coefs = tensors[:num], tensors[num:]
+        coefs, *kernels = ctx.saved_tensors
+        want_coefs, want_kernels = ctx.needs_input_grad[3], ctx.needs_input_grad[4:]
         ext = _use_cpu_ext([grad])
         if ext is not None:
             grad_kernels, grad_coefs = ext.combine_backward(
-                grad.contiguous(), [k.contiguous() for k in kernels], list(coefs), list(ctx.groups),
-                list(ctx.needs_input_grad[3:3 + num]), list(ctx.needs_input_grad[3 + num:]))
-            return (None, None, None, *grad_kernels, *grad_coefs)
+                grad.contiguous(), [k.contiguous() for k in kernels], list(coefs.unbind(0)), list(ctx.groups),
+                list(want_kernels), [want_coefs] * len(kernels))
+            return (None, None, None, torch.stack(grad_coefs) if want_coefs else None, *grad_kernels)
         grad_kernels, grad_coefs = [], []
-        for i, (kernel, coef, g) in enumerate(zip(kernels, coefs, ctx.groups)):
+        for kernel, coef, g, want_kernel in zip(kernels, coefs, ctx.groups, want_kernels):
             view = _part_view(grad, kernel.shape, g)  # (N, ...) laid out like _grouped(kernel)
             c = _coef_view(coef, g)
-            grad_kernel = grad_coef = None
-            if ctx.needs_input_grad[3 + i]:
+            grad_kernel = None
+            if want_kernel:
                 grad_kernel = _batch_weighted_sum(view, c, by_sample=not grad.is_cuda).reshape(kernel.shape)
-            if ctx.needs_input_grad[3 + num + i]:
+            if want_coefs:
                 # per (sample, channel) dot products; bmm ran 4x slower on CPU than a product into scratch
                 prod = kernel_workspace(view.shape, grad, slot='combine_backward')
                 torch.mul(view, _grouped(kernel, g).unsqueeze(0), out=prod)
-                grad_coef = prod.flatten(-3).sum(-1).reshape(coef.shape)
+                grad_coefs.append(prod.flatten(-3).sum(-1).reshape(coef.shape))
             grad_kernels.append(grad_kernel)
-            grad_coefs.append(grad_coef)
-        return (None, None, None, *grad_kernels, *grad_coefs)
+        return (None, None, None, torch.stack(grad_coefs) if want_coefs else None, *grad_kernels)
 
 
-def combine_parts(kernels: Sequence[Tensor], coefs: Sequence[Coef], groups: Sequence[int], in_channels: int,
-                  kernel_size: Tuple[int, int], out: Optional[Tensor] = None) -> Tensor:
+def combine_parts(kernels: Sequence[Tensor], coefs: Union[Tensor, Sequence[Coef]], groups: Sequence[int],
+                  in_channels: int, kernel_size: Tuple[int, int], out: Optional[Tensor] = None) -> Tensor:
     """``sum_p coefs_p[n, o] * kernels_p[o]`` for every n, each part centred and block-diagonal in dense
     (N, out, in, kh, kw) kernels: the one computation behind every PDDR kernel.
 
     PD-A is N = 1 with a part's coefficients the scale of its BN; PD-B multiplies those by the sample's
     weight of the part's branch; a deployed PD-B layer combines its stored kernels with the weights alone.
-    No folded kernel is materialised. Differentiable in kernels and coefficients. Without autograd the
-    kernels can be written into ``out`` (N, out, in, kh, kw), e.g. a reused buffer, and a part's
-    coefficient may be one number (N = 1).
+    No folded kernel is materialised. Differentiable in kernels and coefficients. ``coefs`` is one (N, out)
+    tensor per part, or all of them stacked, (P, N, out), which spares autograd an op per part. Without
+    autograd the kernels can be written into ``out`` (N, out, in, kh, kw), e.g. a reused buffer, and a
+    part's coefficient may be one number (N = 1).
     """
     groups = tuple(groups)
-    if torch.is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad for t in list(kernels) + list(coefs)):
+    if len(coefs) != len(kernels) or len(groups) != len(kernels):
+        raise ValueError(f'combine_parts needs one coefficient and one groups entry per part: {len(kernels)} '
+                         f'parts, {len(coefs)} coefficients, {len(groups)} groups')
+    tensors = list(kernels) + ([coefs] if isinstance(coefs, Tensor) else [c for c in coefs if isinstance(c, Tensor)])
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         if out is not None:
             raise ValueError('combine_parts cannot write into out= while autograd records it')
-        return _Combine.apply(in_channels, tuple(kernel_size), groups, *kernels, *coefs)
-    return _combine(kernels, coefs, groups, in_channels, kernel_size, out)
+        if not isinstance(coefs, Tensor):
+            if len(tensors) != 2 * len(kernels):
+                raise ValueError('with autograd, every coefficient of combine_parts must be a tensor')
+            coefs = torch.stack(list(coefs))
+        return _Combine.apply(in_channels, tuple(kernel_size), groups, coefs, *kernels)
+    return _combine(kernels, coefs.unbind(0) if isinstance(coefs, Tensor) else coefs, groups, in_channels,
+                    kernel_size, out)
 
 
 def merge_parts(parts: Sequence[ScaledPart], in_channels: int, kernel_size: Tuple[int, int]) -> Tensor:
     """The PD-A kernel: ``sum_p kernel_p * scale_p`` as one dense (out, in, kh, kw) kernel, BNs folded in."""
-    return combine_parts([k for k, _, _ in parts], [s.unsqueeze(0) for _, s, _ in parts], [g for _, _, g in parts],
-                         in_channels, kernel_size)[0]
+    return combine_parts([k for k, _, _ in parts], torch.stack([s for _, s, _ in parts]).unsqueeze(1),
+                         [g for _, _, g in parts], in_channels, kernel_size).squeeze(0)
 
 
 def per_sample_conv2d(x: Tensor, kernels: Tensor, biases: Tensor, stride: Sequence[int],
@@ -303,6 +330,6 @@ def per_sample_conv2d(x: Tensor, kernels: Tensor, biases: Tensor, stride: Sequen
 
 
 __all__: List[str] = [
-    'check_foldable_bn', 'bn_scale_shift', 'fold_bn', 'add_kernel_', 'combine_parts', 'merge_parts',
+    'check_foldable_bn', 'bn_scale_shift', 'bn_scales_shifts', 'fold_bn', 'add_kernel_', 'combine_parts', 'merge_parts',
     'kernel_workspace', 'per_sample_conv2d'
 ]

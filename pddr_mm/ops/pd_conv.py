@@ -11,10 +11,12 @@ from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.utils import _pair
 
-from .fusion import add_kernel_, bn_scale_shift, combine_parts, kernel_workspace, merge_parts, per_sample_conv2d
+from .fusion import add_kernel_, bn_scales_shifts, combine_parts, kernel_workspace, per_sample_conv2d
 from .refine import Refinement
 
 IntOrPair = Union[int, Tuple[int, int]]
+# every part's kernel and groups, the scales of their BNs (P, out), each branch's folded bias (B, out)
+Parts = Tuple[List[Tensor], List[int], Tensor, Tensor]
 BRANCH_TYPES = ('standard', 'group', 'skeleton')
 DEFAULT_BRANCHES = ('standard', 'standard', 'group', 'skeleton')
 MODES = ('A', 'B')
@@ -53,10 +55,9 @@ class ConvBN(nn.Module):
             x = x[..., ch:x.shape[-2] - ch, cw:x.shape[-1] - cw]
         return self.bn(self.conv(x))
 
-    def parts(self) -> Tuple[List[Tuple[Tensor, Tensor, int]], Tensor]:
-        """This branch as parts [(kernel, BN scale, groups)] and its BN shift (the BN must be in eval mode)."""
-        scale, shift = bn_scale_shift(self.bn, self.conv.weight.dtype)
-        return [(self.conv.weight, scale, self.conv.groups)], shift
+    def conv_bns(self) -> List[Tuple[nn.Conv2d, _BatchNorm]]:
+        """This branch's parts: (conv, the BN after it)."""
+        return [(self.conv, self.bn)]
 
 
 class SkeletonBranch(nn.Module):
@@ -71,15 +72,13 @@ class SkeletonBranch(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.ver(x).add_(self.hor(x))
 
-    def parts(self) -> Tuple[List[Tuple[Tensor, Tensor, int]], Tensor]:
-        ver_parts, ver_shift = self.ver.parts()
-        hor_parts, hor_shift = self.hor.parts()
-        return ver_parts + hor_parts, ver_shift + hor_shift
+    def conv_bns(self) -> List[Tuple[nn.Conv2d, _BatchNorm]]:
+        return self.ver.conv_bns() + self.hor.conv_bns()
 
 
-def _folded(parts: List[Tuple[Tensor, Tensor, int]]) -> List[Tuple[Tensor, int]]:
-    """(kernel, BN scale, groups) parts as folded (kernel * scale, groups) parts."""
-    return [(kernel * scale.reshape(-1, 1, 1, 1), groups) for kernel, scale, groups in parts]
+def _folded(kernels: List[Tensor], scales: Tensor) -> List[Tensor]:
+    """Every part's kernel times the scale of its BN."""
+    return [kernel * scale.reshape(-1, 1, 1, 1) for kernel, scale in zip(kernels, scales)]
 
 
 def _check_norm_cfg(norm_cfg: Dict, num_features: int) -> None:
@@ -221,22 +220,25 @@ class PDConv2d(BaseModule):
         extra = [(i, self.branch_groups) for i, name in enumerate(self.branch_names) if name == 'group']
         return dense, extra
 
-    def branch_parts(self) -> Tuple[List[Tuple[Tensor, Tensor, int]], Tensor]:
-        """Every part as (kernel, scale of its BN, groups), and the folded bias of every branch (B, out).
+    def branch_parts(self) -> Parts:
+        """Every part's kernel and groups, the scales of their BNs (P, out) and the folded bias of every
+        branch (B, out), in ``_part_specs`` order.
 
         Differentiable: the frozen-BN training path runs on them. Needs every branch BN in eval mode.
         """
-        parts, biases = [], []
-        for branch in self.branches:
-            branch_parts, bias = branch.parts()
-            parts += branch_parts
-            biases.append(bias)
-        return parts, torch.stack(biases)
+        pairs = [pair for branch in self.branches for pair in branch.conv_bns()]
+        convs = [conv for conv, _ in pairs]
+        scales, shifts = bn_scales_shifts([bn for _, bn in pairs], convs[0].weight.dtype)
+        biases = shifts
+        if len(pairs) > len(self.branches):  # a skeleton branch is two parts: their shifts add up
+            index = torch.tensor([b for b, _, _ in self._part_specs()], device=shifts.device)
+            biases = shifts.new_zeros(len(self.branches), shifts.shape[1]).index_add(0, index, shifts)
+        return [conv.weight for conv in convs], [conv.groups for conv in convs], scales, biases
 
     def fold_branches(self) -> Tuple[List[Tuple[Tensor, int]], Tensor]:
         """Every branch folded with its BN: parts [(kernel, groups)] and biases (B, out)."""
-        parts, biases = self.branch_parts()
-        return _folded(parts), biases
+        kernels, groups, scales, biases = self.branch_parts()
+        return list(zip(_folded(kernels, scales), groups)), biases
 
     def branch_kernels(self) -> Tuple[Tensor, Tensor]:
         """Each branch as a dense full-size kernel (B, out, in, kh, kw) and bias (B, out), for inspection."""
@@ -272,32 +274,32 @@ class PDConv2d(BaseModule):
         if self.training or any(bn.training for bn in self._bn_layers()):
             raise RuntimeError('PDConv2d is in training mode: train-mode BN has no fixed fold. '
                                'Call model.eval() before switch_to_deploy().')
-        self._to_deploy_form(*self.branch_parts())
+        self._to_deploy_form(self.branch_parts())
         return True
 
-    def _to_deploy_form(self, parts: Optional[List[Tuple[Tensor, Tensor, int]]] = None,
-                        biases: Optional[Tensor] = None) -> None:
+    def _to_deploy_form(self, parts: Optional[Parts] = None) -> None:
         ref = next(self.branches.parameters())
         specs = self._part_specs()
         if parts is None:  # deploy=True at construction: shapes only, weights come from a checkpoint
             io = (self.out_channels, self.in_channels)
-            parts = [(ref.new_zeros((io[0], io[1] // g) + size), ref.new_ones(io[0]), g) for _, g, size in specs]
-            biases = ref.new_zeros((len(self.branch_names), self.out_channels))
+            parts = ([ref.new_zeros((io[0], io[1] // g) + size) for _, g, size in specs], [g for _, g, _ in specs],
+                     ref.new_ones((len(specs), io[0])), ref.new_zeros((len(self.branch_names), io[0])))
+        kernels, groups, scales, biases = parts
         if self.mode == 'A':
             self.fused_conv = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride,
                                         self.padding, self.dilation, bias=True).to(ref)
             bias = biases.sum(0) if self.bias is None else biases.sum(0) + self.bias
-            self.fused_conv.weight.copy_(merge_parts(parts, self.in_channels, self.kernel_size))
+            self.fused_conv.weight.copy_(self._merged(kernels, groups, scales))
             self.fused_conv.bias.copy_(bias)
             self.bias = None
         else:
             dense_branch, extra_specs = self._deploy_layout()
             extra_branches = [i for i, _ in extra_specs]
-            parts = _folded(parts)
-            self.fused_weight = nn.Parameter(self._dense_per_branch(parts, dense_branch))
+            folded = list(zip(_folded(kernels, scales), groups))
+            self.fused_weight = nn.Parameter(self._dense_per_branch(folded, dense_branch))
             # a grouped branch is one part, kept in its compact shape
             self.fused_extra = nn.ParameterList([nn.Parameter(kernel.clone()) for (kernel, _), (branch, _, _)
-                                                 in zip(parts, specs) if branch in extra_branches])
+                                                 in zip(folded, specs) if branch in extra_branches])
             self.fused_bias = nn.Parameter(biases.clone())
         del self.branches
         self.deployed = True
@@ -325,23 +327,28 @@ class PDConv2d(BaseModule):
                 'the checkpoint with tools/model_converters/plain_to_pd.py.')
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
+    def _merged(self, kernels: List[Tensor], groups: List[int], scales: Tensor) -> Tensor:
+        """The PD-A kernel: every part times the scale of its BN, summed into one dense kernel."""
+        # squeeze, not [0]: the backward of a select writes a zero kernel and copies the gradient into it
+        return combine_parts(kernels, scales.unsqueeze(1), groups, self.in_channels, self.kernel_size).squeeze(0)
+
     # ------------------------------------------------------------------ forward
     def forward(self, x: Tensor) -> Tensor:
         if self.deployed:
             if self.mode == 'A':
                 return self.fused_conv(x)
             dense_branch, extra_specs = self._deploy_layout()
-            parts = [(k, None, 1, b) for k, b in zip(self.fused_weight, dense_branch)]
-            parts += [(k, None, g, b) for k, (b, g) in zip(self.fused_extra, extra_specs)]
-            return self._mixed_conv(x, parts, self.fused_bias)
+            kernels = list(self.fused_weight) + list(self.fused_extra)
+            groups = [1] * len(dense_branch) + [g for _, g in extra_specs]
+            return self._mixed_conv(x, kernels, groups, dense_branch + [b for b, _ in extra_specs], None,
+                                    self.fused_bias)
         if self._use_fused_path():
-            parts, biases = self.branch_parts()
+            kernels, groups, scales, biases = self.branch_parts()
             if self.mode == 'A':
                 bias = biases.sum(0) if self.bias is None else biases.sum(0) + self.bias
-                kernel = merge_parts(parts, self.in_channels, self.kernel_size)
+                kernel = self._merged(kernels, groups, scales)
                 return F.conv2d(x, kernel, bias, self.stride, self.padding, self.dilation)
-            parts = [(k, s, g, b) for (k, s, g), (b, _, _) in zip(parts, self._part_specs())]
-            return self._mixed_conv(x, parts, biases)
+            return self._mixed_conv(x, kernels, groups, [b for b, _, _ in self._part_specs()], scales, biases)
         # sums in place: a fresh activation-sized tensor per add costs its page faults on CPU, and no
         # branch output is saved for backward by the op that made it (conv + BN save their inputs)
         outs = [branch(x) for branch in self.branches]
@@ -356,14 +363,15 @@ class PDConv2d(BaseModule):
                 out = out.addcmul_(o, weights[:, i].reshape(-1, 1, 1, 1))
         return out if self.bias is None else out.add_(self.bias.reshape(1, -1, 1, 1))
 
-    def _mixed_conv(self, x: Tensor, parts: List[Tuple[Tensor, Optional[Tensor], int, int]], biases: Tensor) -> Tensor:
+    def _mixed_conv(self, x: Tensor, kernels: List[Tensor], groups: List[int], branches: List[int],
+                    scales: Optional[Tensor], biases: Tensor) -> Tensor:
         """PD-B with fixed branch kernels: one kernel and bias per sample.
 
-        ``parts`` are (kernel, scale of its BN or None once folded, groups, branch); ``biases`` (B, out).
+        Part p is ``kernels[p]`` (grouped ``groups[p]``) of branch ``branches[p]``, times its BN scale
+        ``scales[p]`` (None once folded); ``biases`` (B, out).
         """
         weights = self.refine(x)
         bias = self._sample_bias(torch.mm(weights, biases))
-        groups = [g for _, _, g, _ in parts]
         if not x.is_cuda and not torch.is_grad_enabled() and not torch.jit.is_tracing():
             # CPU inference: mix each sample's kernel into one reused buffer and convolve that sample.
             # oneDNN runs the grouped form below up to 2x (batch 2) to 4x (batch 8) slower on small
@@ -372,18 +380,20 @@ class PDConv2d(BaseModule):
             # numbers here, which spares building per-channel coefficient tensors for every sample.
             # (Not when traced, as mmengine's FLOP counter does: the loop would make the trace
             # batch-sized.)
-            folded = [k if s is None else k * s.reshape(-1, 1, 1, 1) for k, s, _, _ in parts]
+            folded = kernels if scales is None else _folded(kernels, scales)
             buf = kernel_workspace((1, self.out_channels, self.in_channels) + self.kernel_size, x)
             outs = []
             for i, w in enumerate(weights.tolist()):
-                kernel = combine_parts(folded, [w[b] for _, _, _, b in parts], groups, self.in_channels,
+                kernel = combine_parts(folded, [w[b] for b in branches], groups, self.in_channels,
                                        self.kernel_size, out=buf)[0]
                 outs.append(F.conv2d(x[i:i + 1], kernel, bias[i], self.stride, self.padding, self.dilation))
             return outs[0] if len(outs) == 1 else torch.cat(outs)
-        ones = biases.new_ones(self.out_channels)
-        # part p of sample n, output channel o: weights[n, branch] * scale[o] (a deployed part has no scale)
-        coefs = [weights[:, b].unsqueeze(1) * (ones if s is None else s).unsqueeze(0) for _, s, _, b in parts]
-        mixed = combine_parts([k for k, _, _, _ in parts], coefs, groups, self.in_channels, self.kernel_size)
+        # part p of sample n, output channel o: weights[n, branch of p] * scales[p, o] (a deployed part has
+        # no scale)
+        part_weights = weights.index_select(1, torch.tensor(branches, device=weights.device)).t().unsqueeze(-1)
+        coefs = (part_weights.expand(-1, -1, self.out_channels) if scales is None else
+                 part_weights * scales.unsqueeze(1))
+        mixed = combine_parts(kernels, coefs, groups, self.in_channels, self.kernel_size)
         return per_sample_conv2d(x, mixed, bias, self.stride, self.padding, self.dilation)
 
     def _sample_bias(self, bias: Tensor) -> Tensor:

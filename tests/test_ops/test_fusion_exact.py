@@ -252,3 +252,42 @@ def test_deployed_pd_b_cpu_inference_loop_equals_grouped_form(batch):
         loop = layer(x)
     grouped = layer(x).detach()  # grad enabled: the grouped per-sample convolution
     assert max_rel_error(loop, grouped) <= 1e-6
+
+
+def test_stacked_bn_scales_equal_one_by_one():
+    """bn_scales_shifts (all of a layer's BNs in a few ops) against bn_scale_shift per BN: values and
+    gradients, with different eps and a BN without affine parameters."""
+    from pddr_mm.ops import bn_scale_shift
+    from pddr_mm.ops.fusion import bn_scales_shifts
+    torch.manual_seed(0)
+    bns = [torch.nn.BatchNorm2d(5, eps=1e-5), torch.nn.BatchNorm2d(5, eps=1e-3), torch.nn.BatchNorm2d(5, affine=False)]
+    for bn in bns:
+        bn.double().eval()
+        bn.running_mean.normal_()
+        bn.running_var.uniform_(0.5, 2.0)
+        if bn.affine:
+            with torch.no_grad():
+                bn.weight.normal_()
+                bn.bias.normal_()
+    scales, shifts = bn_scales_shifts(bns, torch.float64)
+    one_by_one = [bn_scale_shift(bn, torch.float64) for bn in bns]
+    assert max_rel_error(scales, torch.stack([s for s, _ in one_by_one])) <= 1e-14
+    assert max_rel_error(shifts, torch.stack([b for _, b in one_by_one])) <= 1e-14
+    weights = torch.randn(2, 3, 5, dtype=torch.float64)
+    grads = torch.autograd.grad((scales * weights[0] + shifts * weights[1]).sum(), [bns[0].weight, bns[1].bias])
+    expected = torch.autograd.grad(sum((s * w0 + b * w1).sum() for (s, b), w0, w1 in zip(one_by_one, *weights)),
+                                   [bns[0].weight, bns[1].bias])
+    for g, e in zip(grads, expected):
+        assert max_rel_error(g, e) <= 1e-14
+    bns[1].train()
+    with pytest.raises(RuntimeError, match='training mode'):
+        bn_scales_shifts(bns, torch.float64)
+
+
+def test_combine_parts_rejects_mismatched_arguments():
+    from pddr_mm.ops import combine_parts
+    kernel = torch.randn(4, 6, 3, 3, requires_grad=True)
+    with pytest.raises(ValueError, match='one coefficient and one groups entry per part'):
+        combine_parts([kernel], [torch.ones(1, 4), torch.ones(1, 4)], [1], 6, (3, 3))
+    with pytest.raises(ValueError, match='must be a tensor'):
+        combine_parts([kernel, kernel], [torch.ones(1, 4), 0.5], [1, 1], 6, (3, 3))
