@@ -180,7 +180,9 @@ def _coef_view(coef: Tensor, groups: int) -> Tensor:
 
 
 def _use_cpu_ext(tensors: Sequence[Tensor]) -> Optional[ModuleType]:
-    if any(t.is_cuda or t.dtype not in (torch.float32, torch.float64) for t in tensors):
+    # a trace (torch.jit.trace, mmengine's FLOP counter) does not see inside the C++ op: it would record
+    # the empty output tensor and never the values written into it
+    if torch.jit.is_tracing() or any(t.is_cuda or t.dtype not in (torch.float32, torch.float64) for t in tensors):
         return None
     return cpu_ext()
 

@@ -96,3 +96,21 @@ def test_switch_turns_the_op_off(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter('error')
         assert cpu_ext_module.cpu_ext() is None
+
+
+@pytest.mark.parametrize('mode', ['A', 'B'])
+def test_traced_model_does_not_bake_in_the_cpp_op(mode):
+    """torch.jit.trace cannot see inside the C++ op: a layer traced on one input must still give the right
+    output on another, before and after deployment (the torch-op form is used while tracing)."""
+    from pddr_mm import switch_to_deploy
+    from test_fusion_exact import make_layer
+    layer = make_layer(mode, reduction=2)
+    layer.forward_path = 'auto'  # eval mode: the kernels are built by combine_parts on every call
+    x, other = torch.randn(2, 8, 6, 6), torch.randn(2, 8, 6, 6) * 3
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # the tracer's warnings about Python values in the graph
+        traced_fused_path = torch.jit.trace(layer, x)
+        assert max_rel_error(traced_fused_path(other), layer(other)) <= 1e-5
+        switch_to_deploy(layer)
+        traced = torch.jit.trace(layer, x)
+        assert max_rel_error(traced(other), layer(other)) <= 1e-5
