@@ -70,20 +70,12 @@ def bn_scale_shift(bn: _BatchNorm, dtype: torch.dtype) -> Tuple[Tensor, Tensor]:
     ``scale = g / sqrt(var + eps)``, ``shift = b - mean * scale``. Works for any ``_BatchNorm`` subclass
     (BN, SyncBN) and keeps the graph, so gradients reach ``g`` and ``b``.
     """
-    check_foldable_bn(bn)
-    std = (bn.running_var.to(dtype) + bn.eps).sqrt()
-    mean = bn.running_mean.to(dtype)
-    if bn.affine:
-        scale = bn.weight / std
-        shift = bn.bias - mean * scale
-    else:
-        scale = 1.0 / std
-        shift = -mean * scale
-    return scale, shift
+    scales, shifts = bn_scales_shifts([bn], dtype)
+    return scales[0], shifts[0]
 
 
 def bn_scales_shifts(bns: Sequence[_BatchNorm], dtype: torch.dtype) -> Tuple[Tensor, Tensor]:
-    """``bn_scale_shift`` of several eval-mode BNs of one width at once: (len(bns), C) scales and shifts.
+    """``bn_scale_shift`` of several eval-mode BNs of one width: (len(bns), C) scales and shifts.
 
     A PDDR layer has five branch BNs; computed one by one, their small ops (forward and backward) were
     half the fixed cost of a layer in frozen-BN training on CPU. Here they are a few ops on stacked rows.
@@ -303,10 +295,18 @@ def combine_parts(kernels: Sequence[Tensor], coefs: Union[Tensor, Sequence[Coef]
                     kernel_size, out)
 
 
+def merge_kernels(kernels: Sequence[Tensor], groups: Sequence[int], scales: Tensor, in_channels: int,
+                  kernel_size: Tuple[int, int]) -> Tensor:
+    """The PD-A kernel: ``sum_p kernels_p * scales[p]`` as one dense (out, in, kh, kw) kernel, BNs folded in;
+    ``scales`` (P, out) stacked, as ``bn_scales_shifts`` gives them."""
+    # squeeze, not [0]: the backward of a select writes a zero kernel and copies the gradient into it
+    return combine_parts(kernels, scales.unsqueeze(1), groups, in_channels, kernel_size).squeeze(0)
+
+
 def merge_parts(parts: Sequence[ScaledPart], in_channels: int, kernel_size: Tuple[int, int]) -> Tensor:
-    """The PD-A kernel: ``sum_p kernel_p * scale_p`` as one dense (out, in, kh, kw) kernel, BNs folded in."""
-    return combine_parts([k for k, _, _ in parts], torch.stack([s for _, s, _ in parts]).unsqueeze(1),
-                         [g for _, _, g in parts], in_channels, kernel_size).squeeze(0)
+    """``merge_kernels`` for parts given as (kernel, scale, groups)."""
+    return merge_kernels([k for k, _, _ in parts], [g for _, _, g in parts], torch.stack([s for _, s, _ in parts]),
+                         in_channels, kernel_size)
 
 
 def per_sample_conv2d(x: Tensor, kernels: Tensor, biases: Tensor, stride: Sequence[int],
@@ -332,6 +332,7 @@ def per_sample_conv2d(x: Tensor, kernels: Tensor, biases: Tensor, stride: Sequen
 
 
 __all__: List[str] = [
-    'check_foldable_bn', 'bn_scale_shift', 'bn_scales_shifts', 'fold_bn', 'add_kernel_', 'combine_parts', 'merge_parts',
+    'check_foldable_bn', 'bn_scale_shift', 'bn_scales_shifts', 'fold_bn', 'add_kernel_', 'combine_parts',
+    'merge_kernels', 'merge_parts',
     'kernel_workspace', 'per_sample_conv2d'
 ]

@@ -11,7 +11,7 @@ from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.utils import _pair
 
-from .fusion import add_kernel_, bn_scales_shifts, combine_parts, kernel_workspace, per_sample_conv2d
+from .fusion import add_kernel_, bn_scales_shifts, combine_parts, kernel_workspace, merge_kernels, per_sample_conv2d
 from .refine import Refinement
 
 IntOrPair = Union[int, Tuple[int, int]]
@@ -289,7 +289,7 @@ class PDConv2d(BaseModule):
             self.fused_conv = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride,
                                         self.padding, self.dilation, bias=True).to(ref)
             bias = biases.sum(0) if self.bias is None else biases.sum(0) + self.bias
-            self.fused_conv.weight.copy_(self._merged(kernels, groups, scales))
+            self.fused_conv.weight.copy_(merge_kernels(kernels, groups, scales, self.in_channels, self.kernel_size))
             self.fused_conv.bias.copy_(bias)
             self.bias = None
         else:
@@ -327,11 +327,6 @@ class PDConv2d(BaseModule):
                 'the checkpoint with tools/model_converters/plain_to_pd.py.')
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def _merged(self, kernels: List[Tensor], groups: List[int], scales: Tensor) -> Tensor:
-        """The PD-A kernel: every part times the scale of its BN, summed into one dense kernel."""
-        # squeeze, not [0]: the backward of a select writes a zero kernel and copies the gradient into it
-        return combine_parts(kernels, scales.unsqueeze(1), groups, self.in_channels, self.kernel_size).squeeze(0)
-
     # ------------------------------------------------------------------ forward
     def forward(self, x: Tensor) -> Tensor:
         if self.deployed:
@@ -346,7 +341,7 @@ class PDConv2d(BaseModule):
             kernels, groups, scales, biases = self.branch_parts()
             if self.mode == 'A':
                 bias = biases.sum(0) if self.bias is None else biases.sum(0) + self.bias
-                kernel = self._merged(kernels, groups, scales)
+                kernel = merge_kernels(kernels, groups, scales, self.in_channels, self.kernel_size)
                 return F.conv2d(x, kernel, bias, self.stride, self.padding, self.dilation)
             return self._mixed_conv(x, kernels, groups, [b for b, _, _ in self._part_specs()], scales, biases)
         # sums in place: a fresh activation-sized tensor per add costs its page faults on CPU, and no

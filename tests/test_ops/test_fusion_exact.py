@@ -254,9 +254,17 @@ def test_deployed_pd_b_cpu_inference_loop_equals_grouped_form(batch):
     assert max_rel_error(loop, grouped) <= 1e-6
 
 
+def textbook_scale_shift(bn):
+    """scale = g / sqrt(var + eps), shift = b - mean * scale, written out per BN (the reference)."""
+    std = (bn.running_var + bn.eps).sqrt()
+    scale = bn.weight / std if bn.affine else 1.0 / std
+    return scale, (bn.bias if bn.affine else 0.0) - bn.running_mean * scale
+
+
 def test_stacked_bn_scales_equal_one_by_one():
-    """bn_scales_shifts (all of a layer's BNs in a few ops) against bn_scale_shift per BN: values and
-    gradients, with different eps and a BN without affine parameters."""
+    """bn_scales_shifts (all of a layer's BNs in a few ops) and bn_scale_shift (one BN) against the textbook
+    fold of each BN and the BN module itself: values and gradients, with different eps and a BN without
+    affine parameters."""
     from pddr_mm.ops import bn_scale_shift
     from pddr_mm.ops.fusion import bn_scales_shifts
     torch.manual_seed(0)
@@ -270,9 +278,15 @@ def test_stacked_bn_scales_equal_one_by_one():
                 bn.weight.normal_()
                 bn.bias.normal_()
     scales, shifts = bn_scales_shifts(bns, torch.float64)
-    one_by_one = [bn_scale_shift(bn, torch.float64) for bn in bns]
+    one_by_one = [textbook_scale_shift(bn) for bn in bns]
     assert max_rel_error(scales, torch.stack([s for s, _ in one_by_one])) <= 1e-14
     assert max_rel_error(shifts, torch.stack([b for _, b in one_by_one])) <= 1e-14
+    x = torch.randn(2, 5, 3, 3, dtype=torch.float64)
+    for bn, scale, shift in zip(bns, scales, shifts):
+        single_scale, single_shift = bn_scale_shift(bn, torch.float64)
+        assert torch.equal(single_scale, scale) and torch.equal(single_shift, shift)
+        with torch.no_grad():
+            assert max_rel_error(x * scale.reshape(-1, 1, 1) + shift.reshape(-1, 1, 1), bn(x)) <= 1e-13
     weights = torch.randn(2, 3, 5, dtype=torch.float64)
     grads = torch.autograd.grad((scales * weights[0] + shifts * weights[1]).sum(), [bns[0].weight, bns[1].bias])
     expected = torch.autograd.grad(sum((s * w0 + b * w1).sum() for (s, b), w0, w1 in zip(one_by_one, *weights)),

@@ -64,15 +64,13 @@ std::vector<Geometry> geometries(const std::vector<at::Tensor>& kernels, const s
   return geo;
 }
 
-// Calls op(index in the dense (in, kh, kw) row, index in the part's row) for every entry that the part
-// of output channel o occupies, as count runs of len entries (evenly spaced where the part spans the
-// window in one direction); the loops are written out for the run lengths of skeleton parts so that the
-// compiler unrolls them. (Full parts take the vectorized loops of full_*.)
+// Calls op(index in the dense (in, kh, kw) row, index in the part's row) for every entry that a part
+// smaller than the window occupies in output channel o's row, as count runs of len entries (evenly
+// spaced where the part spans the window in one direction); the loops are written out for the run
+// lengths of skeleton parts so that the compiler unrolls them. Full parts take the vectorized full_*.
 template <typename Op>
 inline void runs(int64_t count, int64_t dst, int64_t dst_stride, int64_t len, Op&& op) {
-  if (count == 1) {
-    for (int64_t e = 0; e < len; ++e) op(dst + e, e);
-  } else if (len == 1) {
+  if (len == 1) {
     for (int64_t r = 0; r < count; ++r) op(dst + r * dst_stride, r);
   } else if (len == 3) {
     for (int64_t r = 0; r < count; ++r) {
@@ -89,9 +87,7 @@ inline void runs(int64_t count, int64_t dst, int64_t dst_stride, int64_t len, Op
 template <typename Op>
 inline void for_entries(const Geometry& g, int64_t o, int64_t kh, int64_t kw, Op&& op) {
   const int64_t base = g.base(o, kh, kw);
-  if (g.full(kh, kw)) {  // one run
-    runs(1, base, 0, g.part_row, op);
-  } else if (g.w == kw) {  // full width (e.g. 1xk): h rows per input channel
+  if (g.w == kw) {  // full width (e.g. 1xk): h rows per input channel
     runs(g.in_per_group, base + g.top * kw, kh * kw, g.h * kw, op);
   } else if (g.h == kh) {  // full height (e.g. kx1): w entries in every window row
     runs(g.in_per_group * kh, base + g.left, kw, g.w, op);
