@@ -59,6 +59,24 @@ def test_cpp_and_torch_forms_agree_on_a_5x5_window(monkeypatch):
         assert max_rel_error(a, b) <= 1e-12
 
 
+@pytest.mark.parametrize('num_dense', [0, 1, 2, 3, 4, 5])
+@pytest.mark.parametrize('numbers', [False, True])
+def test_cpp_and_torch_forms_agree_for_any_number_of_dense_parts(num_dense, numbers, monkeypatch):
+    """The op sums the ungrouped full-window parts in one pass, written out for up to three of them;
+    then the grouped and smaller parts. Numbers as coefficients (CPU inference) broadcast over channels."""
+    if fusion.cpu_ext() is None:
+        pytest.skip('the C++ combine op is not built')
+    torch.manual_seed(num_dense)
+    kernels = [torch.randn(8, 6, 3, 3, dtype=torch.float64) for _ in range(num_dense)]
+    kernels += [torch.randn(8, 3, 3, 3, dtype=torch.float64), torch.randn(8, 6, 1, 3, dtype=torch.float64)]
+    groups = [1] * num_dense + [2, 1]
+    coefs = [0.5 - 0.25 * i for i in range(len(kernels))] if numbers else \
+        [torch.randn(2, 8, dtype=torch.float64) for _ in kernels]
+    cpp = combine_parts(kernels, coefs, groups, 6, (3, 3))
+    monkeypatch.setattr(fusion, 'cpu_ext', lambda: None)
+    assert max_rel_error(cpp, combine_parts(kernels, coefs, groups, 6, (3, 3))) <= 1e-12
+
+
 def test_cpp_op_rejects_mismatched_inputs():
     ext = fusion.cpu_ext()
     if ext is None:

@@ -13,6 +13,15 @@
 #include <algorithm>
 #include <vector>
 
+// The row loops are compiled for AVX-512 and AVX2 as well, picked at load time by the CPU (GCC's
+// function multiversioning): a build cached for one machine still runs on any other x86-64 CPU.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 8
+#define PDDR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define PDDR_CLONES
+#endif
+#define PDDR_INLINE inline __attribute__((always_inline))
+
 namespace {
 
 struct Geometry {
@@ -25,14 +34,42 @@ struct Geometry {
 };
 
 template <typename T>
-inline void full_add(T* __restrict__ d, const T* __restrict__ s, T c, int64_t n) {
+PDDR_INLINE void full_add(T* __restrict__ d, const T* __restrict__ s, T c, int64_t n) {
   _Pragma("omp simd")
   for (int64_t e = 0; e < n; ++e) d[e] += c * s[e];
 }
 
+// d = sum_k c[k] * parts[k] in one pass (zeros for no parts): the row is written once, not re-read per part
+template <typename T>
+PDDR_INLINE void dense_sum(T* __restrict__ d, const T* const* parts, const T* c, size_t count, int64_t n) {
+  if (count == 0) {
+    std::fill(d, d + n, T(0));
+    return;
+  }
+  const T* __restrict__ p0 = parts[0];
+  const T c0 = c[0];
+  if (count == 1) {
+    _Pragma("omp simd")
+    for (int64_t e = 0; e < n; ++e) d[e] = c0 * p0[e];
+    return;
+  }
+  const T* __restrict__ p1 = parts[1];
+  const T c1 = c[1];
+  if (count == 2) {
+    _Pragma("omp simd")
+    for (int64_t e = 0; e < n; ++e) d[e] = c0 * p0[e] + c1 * p1[e];
+    return;
+  }
+  const T* __restrict__ p2 = parts[2];
+  const T c2 = c[2];
+  _Pragma("omp simd")
+  for (int64_t e = 0; e < n; ++e) d[e] = c0 * p0[e] + c1 * p1[e] + c2 * p2[e];
+  for (size_t k = 3; k < count; ++k) full_add(d, parts[k], c[k], n);
+}
+
 // grad_part += c * v (when grad_part is given), and returns v . part
 template <typename T>
-inline T full_backward(const T* __restrict__ v, const T* __restrict__ part, T* __restrict__ grad_part, T c, int64_t n) {
+PDDR_INLINE T full_backward(const T* __restrict__ v, const T* __restrict__ part, T* __restrict__ grad_part, T c, int64_t n) {
   T acc = 0;
   if (grad_part) {
     _Pragma("omp simd reduction(+ : acc)")
@@ -69,7 +106,7 @@ std::vector<Geometry> geometries(const std::vector<at::Tensor>& kernels, const s
 // spaced where the part spans the window in one direction); the loops are written out for the run
 // lengths of skeleton parts so that the compiler unrolls them. Full parts take the vectorized full_*.
 template <typename Op>
-inline void runs(int64_t count, int64_t dst, int64_t dst_stride, int64_t len, Op&& op) {
+PDDR_INLINE void runs(int64_t count, int64_t dst, int64_t dst_stride, int64_t len, Op&& op) {
   if (len == 1) {
     for (int64_t r = 0; r < count; ++r) op(dst + r * dst_stride, r);
   } else if (len == 3) {
@@ -85,7 +122,7 @@ inline void runs(int64_t count, int64_t dst, int64_t dst_stride, int64_t len, Op
 }
 
 template <typename Op>
-inline void for_entries(const Geometry& g, int64_t o, int64_t kh, int64_t kw, Op&& op) {
+PDDR_INLINE void for_entries(const Geometry& g, int64_t o, int64_t kh, int64_t kw, Op&& op) {
   const int64_t base = g.base(o, kh, kw);
   if (g.w == kw) {  // full width (e.g. 1xk): h rows per input channel
     runs(g.in_per_group, base + g.top * kw, kh * kw, g.h * kw, op);
@@ -107,6 +144,96 @@ void check_coefs(const std::vector<at::Tensor>& coefs, size_t num, int64_t n, in
                 "coefficients must be (N, out) tensors of the parts' dtype");
 }
 
+// forward over output channels [begin, end): every sample's row of out = sum of coefficient x part
+template <typename T>
+struct ForwardJob {
+  T* dst;
+  int64_t n, oc, row, kh, kw;
+  const std::vector<Geometry>& geo;
+  std::vector<const T*> src;
+  std::vector<at::TensorAccessor<T, 2>> coef;
+  std::vector<size_t> dense, rest;  // dense: ungrouped full-window parts, which cover the whole row
+};
+
+template <typename T>
+PDDR_INLINE void forward_rows(const ForwardJob<T>& job, int64_t begin, int64_t end) {
+  const auto& geo = job.geo;
+  std::vector<const T*> rows(job.dense.size());
+  std::vector<T> cs(job.dense.size());
+  for (int64_t o = begin; o < end; ++o)
+    for (int64_t s = 0; s < job.n; ++s) {
+      T* d = job.dst + (s * job.oc + o) * job.row;
+      for (size_t k = 0; k < job.dense.size(); ++k) {
+        rows[k] = job.src[job.dense[k]] + o * job.row;
+        cs[k] = job.coef[job.dense[k]][s][o];
+      }
+      dense_sum(d, rows.data(), cs.data(), job.dense.size(), job.row);
+      for (size_t p : job.rest) {
+        const T* part = job.src[p] + o * geo[p].part_row;
+        const T cp = job.coef[p][s][o];
+        if (geo[p].full(job.kh, job.kw))
+          full_add(d + geo[p].base(o, job.kh, job.kw), part, cp, geo[p].part_row);
+        else
+          for_entries(geo[p], o, job.kh, job.kw, [&](int64_t i, int64_t j) { d[i] += cp * part[j]; });
+      }
+    }
+}
+
+PDDR_CLONES void forward_rows_clone(const ForwardJob<float>& job, int64_t begin, int64_t end) {
+  forward_rows(job, begin, end);
+}
+PDDR_CLONES void forward_rows_clone(const ForwardJob<double>& job, int64_t begin, int64_t end) {
+  forward_rows(job, begin, end);
+}
+
+// backward over output channels [begin, end): each part's gradient rows and its coefficients' gradients
+template <typename T>
+struct BackwardJob {
+  const T* grad;
+  int64_t n, oc, row, kh, kw;
+  const std::vector<Geometry>& geo;
+  std::vector<const T*> src;
+  std::vector<at::TensorAccessor<T, 2>> coef;
+  std::vector<T*> grad_part, grad_coef;  // null where not wanted
+  const std::vector<bool>& want_kernel;
+  const std::vector<bool>& want_coef;
+};
+
+template <typename T>
+PDDR_INLINE void backward_rows(const BackwardJob<T>& job, int64_t begin, int64_t end) {
+  const auto& geo = job.geo;
+  const int64_t kh = job.kh, kw = job.kw;
+  for (int64_t o = begin; o < end; ++o)
+    for (size_t p = 0; p < geo.size(); ++p) {
+      if (!job.grad_part[p] && !job.grad_coef[p]) continue;
+      const T* part = job.src[p] + o * geo[p].part_row;
+      T* gp = job.grad_part[p] ? job.grad_part[p] + o * geo[p].part_row : nullptr;
+      if (gp) std::fill(gp, gp + geo[p].part_row, T(0));
+      for (int64_t s = 0; s < job.n; ++s) {
+        const T* gs = job.grad + (s * job.oc + o) * job.row;
+        const T cs = job.coef[p][s][o];
+        T dot = 0;
+        if (geo[p].full(kh, kw))
+          dot = full_backward(gs + geo[p].base(o, kh, kw), part, gp, cs, geo[p].part_row);
+        else if (gp)
+          for_entries(geo[p], o, kh, kw, [&](int64_t i, int64_t j) {
+            gp[j] += cs * gs[i];
+            dot += gs[i] * part[j];
+          });
+        else
+          for_entries(geo[p], o, kh, kw, [&](int64_t i, int64_t j) { dot += gs[i] * part[j]; });
+        if (job.grad_coef[p]) job.grad_coef[p][s * job.oc + o] = dot;
+      }
+    }
+}
+
+PDDR_CLONES void backward_rows_clone(const BackwardJob<float>& job, int64_t begin, int64_t end) {
+  backward_rows(job, begin, end);
+}
+PDDR_CLONES void backward_rows_clone(const BackwardJob<double>& job, int64_t begin, int64_t end) {
+  backward_rows(job, begin, end);
+}
+
 // out: (N, out, in, kh, kw), contiguous; kernels[p]: (out, in / groups[p], h, w); coefs[p]: (N, out)
 void combine_forward(at::Tensor out, const std::vector<at::Tensor>& kernels, const std::vector<at::Tensor>& coefs,
                      const std::vector<int64_t>& groups) {
@@ -117,28 +244,13 @@ void combine_forward(at::Tensor out, const std::vector<at::Tensor>& kernels, con
   for (const auto& k : kernels) TORCH_CHECK(k.size(0) == oc && k.scalar_type() == out.scalar_type(), "part shape/dtype");
   const int64_t row = ic * kh * kw;
   AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "combine_forward", [&] {
-    std::vector<const scalar_t*> src;
-    std::vector<at::TensorAccessor<scalar_t, 2>> c;
+    ForwardJob<scalar_t> job{out.data_ptr<scalar_t>(), n, oc, ic * kh * kw, kh, kw, geo, {}, {}, {}, {}};
     for (size_t p = 0; p < kernels.size(); ++p) {
-      src.push_back(kernels[p].data_ptr<scalar_t>());
-      c.push_back(coefs[p].accessor<scalar_t, 2>());
+      job.src.push_back(kernels[p].data_ptr<scalar_t>());
+      job.coef.push_back(coefs[p].accessor<scalar_t, 2>());
+      (geo[p].groups == 1 && geo[p].full(kh, kw) ? job.dense : job.rest).push_back(p);
     }
-    scalar_t* dst = out.data_ptr<scalar_t>();
-    at::parallel_for(0, oc, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t o = begin; o < end; ++o)
-        for (int64_t s = 0; s < n; ++s) {
-          scalar_t* d = dst + (s * oc + o) * row;
-          std::fill(d, d + row, scalar_t(0));
-          for (size_t p = 0; p < geo.size(); ++p) {
-            const scalar_t* part = src[p] + o * geo[p].part_row;
-            const scalar_t cp = c[p][s][o];
-            if (geo[p].full(kh, kw))
-              full_add(d + geo[p].base(o, kh, kw), part, cp, geo[p].part_row);
-            else
-              for_entries(geo[p], o, kh, kw, [&](int64_t i, int64_t j) { d[i] += cp * part[j]; });
-          }
-        }
-    });
+    at::parallel_for(0, oc, 1, [&](int64_t begin, int64_t end) { forward_rows_clone(job, begin, end); });
   });
 }
 
@@ -160,32 +272,15 @@ std::vector<std::vector<at::Tensor>> combine_backward(at::Tensor grad, const std
   }
   const int64_t row = ic * kh * kw;
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "combine_backward", [&] {
-    const scalar_t* g = grad.data_ptr<scalar_t>();
-    at::parallel_for(0, oc, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t o = begin; o < end; ++o)
-        for (size_t p = 0; p < geo.size(); ++p) {
-          if (!want_kernel[p] && !want_coef[p]) continue;
-          const scalar_t* part = kernels[p].data_ptr<scalar_t>() + o * geo[p].part_row;
-          scalar_t* gp = want_kernel[p] ? grad_kernels[p].data_ptr<scalar_t>() + o * geo[p].part_row : nullptr;
-          auto c = coefs[p].accessor<scalar_t, 2>();
-          if (gp) std::fill(gp, gp + geo[p].part_row, scalar_t(0));
-          for (int64_t s = 0; s < n; ++s) {
-            const scalar_t* gs = g + (s * oc + o) * row;
-            const scalar_t cs = c[s][o];
-            scalar_t dot = 0;
-            if (geo[p].full(kh, kw))
-              dot = full_backward(gs + geo[p].base(o, kh, kw), part, gp, cs, geo[p].part_row);
-            else if (gp)
-              for_entries(geo[p], o, kh, kw, [&](int64_t i, int64_t j) {
-                gp[j] += cs * gs[i];
-                dot += gs[i] * part[j];
-              });
-            else
-              for_entries(geo[p], o, kh, kw, [&](int64_t i, int64_t j) { dot += gs[i] * part[j]; });
-            if (want_coef[p]) grad_coefs[p].data_ptr<scalar_t>()[s * oc + o] = dot;
-          }
-        }
-    });
+    BackwardJob<scalar_t> job{grad.data_ptr<scalar_t>(), n, oc, ic * kh * kw, kh, kw, geo, {}, {}, {}, {}, want_kernel,
+                              want_coef};
+    for (size_t p = 0; p < kernels.size(); ++p) {
+      job.src.push_back(kernels[p].data_ptr<scalar_t>());
+      job.coef.push_back(coefs[p].accessor<scalar_t, 2>());
+      job.grad_part.push_back(want_kernel[p] ? grad_kernels[p].data_ptr<scalar_t>() : nullptr);
+      job.grad_coef.push_back(want_coef[p] ? grad_coefs[p].data_ptr<scalar_t>() : nullptr);
+    }
+    at::parallel_for(0, oc, 1, [&](int64_t begin, int64_t end) { backward_rows_clone(job, begin, end); });
   });
   return {grad_kernels, grad_coefs};
 }
