@@ -11,8 +11,8 @@ kernels) belongs on the window's centre, and a grouped part on the block diagona
 ``combine_parts`` writes coefficient x part into exactly those entries (zero-padding and group-to-dense
 without materialising either), for a whole batch at once: the PD-A kernel (N = 1, the BN scales as
 coefficients), PD-B's per-sample kernels in training (BN scale x the sample's branch weight) and those of
-a deployed PD-B layer (the branch weights). CPU inference calls it without autograd, one sample at a
-time, into a reused buffer (``kernel_workspace``). On CPU it runs as one C++ op (``csrc/combine.cpp``,
+a deployed PD-B layer (the branch weights). CPU inference calls it without autograd, a few samples at
+a time, into a reused buffer (``kernel_workspace``). On CPU it runs as one C++ op (``csrc/combine.cpp``,
 see ``cpu_ext``) that passes over memory once; the torch-op form below is the same computation, used on
 CUDA, for other dtypes and where the op cannot be built.
 """
@@ -214,7 +214,7 @@ def _combine(kernels: Sequence[Tensor], coefs: Sequence[Coef], groups: Sequence[
         target, part = _part_view(mixed, kernel.shape, g), _grouped(kernel, g).unsqueeze(0)
         if isinstance(coef, Tensor):
             target.addcmul_(part, _coef_view(coef, g))
-        else:  # a number: no per-channel tensor to broadcast (CPU inference, one sample at a time)
+        else:  # a number: no per-channel tensor to broadcast (N = 1)
             target.add_(part, alpha=coef)
     return mixed
 
@@ -319,8 +319,8 @@ def per_sample_conv2d(x: Tensor, kernels: Tensor, biases: Tensor, stride: Sequen
     """Convolve sample n of ``x`` with ``kernels[n]`` (plus ``biases[n]``): exact for every batch size.
 
     The batch is folded into the channel axis and run as one grouped convolution, so sample n only ever
-    meets its own kernel. (For CPU inference ``PDConv2d`` calls this one sample at a time: oneDNN runs
-    the grouped form up to 2x (batch 2) and 4x (batch 8) slower on layers with small feature maps.)
+    meets its own kernel. (``PDConv2d``'s CPU inference convolves one sample at a time instead: oneDNN
+    runs the grouped form up to 2x (batch 2) and 4x (batch 8) slower on layers with small feature maps.)
     """
     n, c, h, w = x.shape
     if kernels.shape[0] != n or kernels.shape[2] != c:

@@ -241,15 +241,22 @@ def test_kernel_workspace_is_reused_and_per_thread():
     assert other[0] != a.data_ptr(), 'each thread has its own buffers'
 
 
-@pytest.mark.parametrize('batch', [1, 3])
-def test_deployed_pd_b_cpu_inference_loop_equals_grouped_form(batch):
-    """CPU inference mixes each sample's kernel into a reused buffer; the grouped form (used with autograd
+@pytest.mark.parametrize('batch,per_pass', [(1, 1), (3, 3), (5, 2), (5, 1)])
+def test_deployed_pd_b_cpu_inference_loop_equals_grouped_form(batch, per_pass, monkeypatch):
+    """CPU inference mixes a few samples' kernels at a time into a reused buffer (``per_pass`` of them, set
+    through the buffer size) and convolves each sample with its own; the grouped form (used with autograd
     and on CUDA) must give the same outputs, for every sample of the batch."""
+    from pddr_mm.ops import pd_conv
     layer = make_layer('B', stride=2)
     switch_to_deploy(layer)
+    monkeypatch.setattr(pd_conv, 'MIX_BUFFER_BYTES', per_pass * layer.fused_weight[0].numel() * 4)
+    calls = []
+    real = pd_conv.combine_parts
+    monkeypatch.setattr(pd_conv, 'combine_parts', lambda *a, **kw: calls.append(1) or real(*a, **kw))
     x = torch.randn(batch, 8, 11, 10)
     with torch.no_grad():
         loop = layer(x)
+    assert len(calls) == -(-batch // per_pass)
     grouped = layer(x).detach()  # grad enabled: the grouped per-sample convolution
     assert max_rel_error(loop, grouped) <= 1e-6
 
