@@ -181,12 +181,7 @@ def _use_cpu_ext(tensors: Sequence[Tensor]) -> Optional[ModuleType]:
 
 def _coef_tensors(coefs: Sequence[Coef], like: Tensor) -> List[Tensor]:
     """Every coefficient as an (N, out) tensor; a number stands for all of a part's output channels."""
-    numbers = [float(c) for c in coefs if not isinstance(c, Tensor)]
-    if not numbers:
-        return list(coefs)
-    # one small tensor for all the numbers, each broadcast over the channels (the C++ op reads strides)
-    rows = iter(torch.tensor(numbers, dtype=like.dtype).reshape(-1, 1, 1).expand(-1, 1, like.shape[0]).unbind(0))
-    return [c if isinstance(c, Tensor) else next(rows) for c in coefs]
+    return [c if isinstance(c, Tensor) else torch.full((1, like.shape[0]), float(c), dtype=like.dtype) for c in coefs]
 
 
 def _combine(kernels: Sequence[Tensor], coefs: Sequence[Coef], groups: Sequence[int], in_channels: int,

@@ -63,7 +63,7 @@ def test_cpp_and_torch_forms_agree_on_a_5x5_window(monkeypatch):
 @pytest.mark.parametrize('numbers', [False, True])
 def test_cpp_and_torch_forms_agree_for_any_number_of_dense_parts(num_dense, numbers, monkeypatch):
     """The op sums the ungrouped full-window parts in one pass, written out for up to three of them;
-    then the grouped and smaller parts. Numbers as coefficients (CPU inference) broadcast over channels."""
+    then the grouped and smaller parts. A number as a coefficient stands for all of a part's channels."""
     if fusion.cpu_ext() is None:
         pytest.skip('the C++ combine op is not built')
     torch.manual_seed(num_dense)

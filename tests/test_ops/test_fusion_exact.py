@@ -195,7 +195,7 @@ def test_combine_parts_per_sample_equals_textbook_mix_and_its_backward_is_exact(
 
 
 def test_combine_parts_into_a_buffer_with_number_coefficients(combine_form):
-    """CPU inference writes one sample's kernel into a reused buffer with its branch weights as numbers;
+    """Without autograd a kernel can be written into a reused buffer with numbers as coefficients (N = 1);
     that must equal the tensor-coefficient form, and asking for out= under autograd must fail loudly."""
     from pddr_mm.ops import combine_parts
     parts = _scaled_parts()

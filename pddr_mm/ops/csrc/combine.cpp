@@ -195,8 +195,6 @@ struct BackwardJob {
   std::vector<const T*> src;
   std::vector<at::TensorAccessor<T, 2>> coef;
   std::vector<T*> grad_part, grad_coef;  // null where not wanted
-  const std::vector<bool>& want_kernel;
-  const std::vector<bool>& want_coef;
 };
 
 template <typename T>
@@ -244,7 +242,7 @@ void combine_forward(at::Tensor out, const std::vector<at::Tensor>& kernels, con
   for (const auto& k : kernels) TORCH_CHECK(k.size(0) == oc && k.scalar_type() == out.scalar_type(), "part shape/dtype");
   const int64_t row = ic * kh * kw;
   AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "combine_forward", [&] {
-    ForwardJob<scalar_t> job{out.data_ptr<scalar_t>(), n, oc, ic * kh * kw, kh, kw, geo, {}, {}, {}, {}};
+    ForwardJob<scalar_t> job{out.data_ptr<scalar_t>(), n, oc, row, kh, kw, geo, {}, {}, {}, {}};
     for (size_t p = 0; p < kernels.size(); ++p) {
       job.src.push_back(kernels[p].data_ptr<scalar_t>());
       job.coef.push_back(coefs[p].accessor<scalar_t, 2>());
@@ -272,8 +270,7 @@ std::vector<std::vector<at::Tensor>> combine_backward(at::Tensor grad, const std
   }
   const int64_t row = ic * kh * kw;
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "combine_backward", [&] {
-    BackwardJob<scalar_t> job{grad.data_ptr<scalar_t>(), n, oc, ic * kh * kw, kh, kw, geo, {}, {}, {}, {}, want_kernel,
-                              want_coef};
+    BackwardJob<scalar_t> job{grad.data_ptr<scalar_t>(), n, oc, row, kh, kw, geo, {}, {}, {}, {}};
     for (size_t p = 0; p < kernels.size(); ++p) {
       job.src.push_back(kernels[p].data_ptr<scalar_t>());
       job.coef.push_back(coefs[p].accessor<scalar_t, 2>());
