@@ -190,7 +190,7 @@ def _combine(kernels: Sequence[Tensor], coefs: Sequence[Coef], groups: Sequence[
     ext = _use_cpu_ext(kernels)
     if ext is not None and (out is None or out.is_contiguous()):
         shape = (n, kernels[0].shape[0], in_channels) + tuple(kernel_size)
-        out = kernels[0].new_empty(shape) if out is None else out
+        out = ext.empty(list(shape), kernels[0]) if out is None else out
         ext.combine_forward(out, [k.contiguous() for k in kernels], _coef_tensors(coefs, kernels[0]), list(groups))
         return out
     full = [i for i, (k, g) in enumerate(zip(kernels, groups)) if g == 1 and tuple(k.shape[-2:]) == tuple(kernel_size)]

@@ -21,6 +21,9 @@ def test_combine_parts_runs_the_cpp_op_on_cpu(combine_form, monkeypatch):
     real = fusion.cpu_ext()
 
     class Spy:
+        def empty(self, *args):
+            return real.empty(*args)
+
         def combine_forward(self, *args):
             calls.append('forward')
             return real.combine_forward(*args)
@@ -35,6 +38,35 @@ def test_combine_parts_runs_the_cpp_op_on_cpu(combine_form, monkeypatch):
     coefs = [torch.randn(2, 8, requires_grad=True) for _ in kernels]
     combine_parts(kernels, coefs, groups, 8, (3, 3)).sum().backward()
     assert calls == (['forward', 'backward'] if combine_form == 'cpp' else [])
+
+
+def test_kernels_and_part_gradients_reuse_freed_memory():
+    """Every training step makes the same kernel-sized tensors: the op's come back from its block pool."""
+    ext = fusion.cpu_ext()
+    if ext is None:
+        pytest.skip('the C++ combine op is not built')
+    ext.release_cached()
+    kernels, groups = _parts(requires_grad=True)
+    coefs = torch.randn(len(kernels), 1, 8, requires_grad=True)
+    part_bytes = sum(k.numel() * k.element_size() for k in kernels)
+    kernel_bytes = 8 * 8 * 9 * 4
+
+    out = combine_parts(kernels, coefs, groups, 8, (3, 3))
+    grads = torch.autograd.grad(out.sum(), kernels)
+    assert [g.shape for g in grads] == [k.shape for k in kernels]
+    assert ext.cached_bytes() == 0
+    del out, grads  # the kernel and the part gradients go back to the pool, not to the OS
+    assert ext.cached_bytes() == kernel_bytes + part_bytes
+    out = combine_parts(kernels, coefs, groups, 8, (3, 3))
+    assert ext.cached_bytes() == part_bytes
+    grads = torch.autograd.grad(out.sum(), kernels)
+    assert ext.cached_bytes() == 0
+    expected = torch.autograd.grad(combine_parts(kernels, coefs, groups, 8, (3, 3)).sum(), kernels)
+    for g, e in zip(grads, expected):
+        assert torch.equal(g, e)
+    del out, grads, expected
+    ext.release_cached()
+    assert ext.cached_bytes() == 0
 
 
 def test_cpp_and_torch_forms_agree_on_a_5x5_window(monkeypatch):

@@ -11,6 +11,10 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <mutex>
+#include <new>
+#include <unordered_map>
 #include <vector>
 
 // The row loops are compiled for AVX-512 and AVX2 as well, picked at load time by the CPU (GCC's
@@ -23,6 +27,78 @@
 #define PDDR_INLINE inline __attribute__((always_inline))
 
 namespace {
+
+// The op's kernel-sized outputs (kernels, part gradients) take their memory from here and give it back
+// when freed. A training step makes the same tensors again every step, and glibc returns freed blocks of
+// this size to the OS, so each fresh one cost a page fault per 4 KB on its first write: in a ResNet-50
+// PD-A step the backward took 24-33 ms instead of 17-18 ms. Blocks are reused by exact size; at most
+// kCachedBytes are kept unused, beyond that a freed block goes back to the OS.
+class BlockPool {
+ public:
+  static constexpr size_t kCachedBytes = size_t(1) << 30;
+
+  // never destroyed: a pooled tensor may be freed after static destruction at exit
+  static BlockPool& instance() {
+    static BlockPool* pool = new BlockPool();
+    return *pool;
+  }
+
+  at::Tensor empty(at::IntArrayRef sizes, const at::TensorOptions& options) {
+    const size_t bytes = std::max<size_t>(64, c10::multiply_integers(sizes) * options.dtype().itemsize());
+    return at::from_blob(take(bytes), sizes, [this, bytes](void* p) { give(p, bytes); }, options);
+  }
+
+  size_t cached_bytes() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return cached_;
+  }
+
+  void release() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto& entry : free_)
+      for (void* p : entry.second) std::free(p);
+    free_.clear();
+    cached_ = 0;
+  }
+
+ private:
+  void* take(size_t bytes) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      auto it = free_.find(bytes);
+      if (it != free_.end() && !it->second.empty()) {
+        void* p = it->second.back();
+        it->second.pop_back();
+        cached_ -= bytes;
+        return p;
+      }
+    }
+    void* p = nullptr;
+    if (posix_memalign(&p, 64, bytes) != 0) throw std::bad_alloc();
+    return p;
+  }
+
+  void give(void* p, size_t bytes) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (cached_ + bytes <= kCachedBytes) {
+        free_[bytes].push_back(p);
+        cached_ += bytes;
+        return;
+      }
+    }
+    std::free(p);
+  }
+
+  std::mutex mutex_;
+  std::unordered_map<size_t, std::vector<void*>> free_;
+  size_t cached_ = 0;
+};
+
+at::Tensor pooled_empty(std::vector<int64_t> sizes, const at::Tensor& like) {
+  TORCH_CHECK(!like.is_cuda(), "pooled_empty is for CPU tensors");
+  return BlockPool::instance().empty(sizes, like.options());
+}
 
 struct Geometry {
   int64_t groups, h, w, top, left, in_per_group, out_per_group, part_row;
@@ -265,7 +341,7 @@ std::vector<std::vector<at::Tensor>> combine_backward(at::Tensor grad, const std
   TORCH_CHECK(want_kernel.size() == kernels.size() && want_coef.size() == kernels.size(), "one flag per part");
   std::vector<at::Tensor> grad_kernels, grad_coefs;
   for (size_t p = 0; p < kernels.size(); ++p) {
-    grad_kernels.push_back(want_kernel[p] ? at::empty_like(kernels[p]) : at::Tensor());
+    grad_kernels.push_back(want_kernel[p] ? pooled_empty(kernels[p].sizes().vec(), kernels[p]) : at::Tensor());
     grad_coefs.push_back(want_coef[p] ? at::empty({n, oc}, grad.options()) : at::Tensor());
   }
   const int64_t row = ic * kh * kw;
@@ -287,4 +363,7 @@ std::vector<std::vector<at::Tensor>> combine_backward(at::Tensor grad, const std
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("combine_forward", &combine_forward, "sum of coefficient x part into dense per-sample kernels (CPU)");
   m.def("combine_backward", &combine_backward, "gradients of combine_forward (CPU)");
+  m.def("empty", &pooled_empty, "an uninitialised CPU tensor of the given sizes, dtype of like, from the block pool");
+  m.def("cached_bytes", [] { return BlockPool::instance().cached_bytes(); }, "bytes the block pool holds unused");
+  m.def("release_cached", [] { BlockPool::instance().release(); }, "return the block pool's unused blocks to the OS");
 }
