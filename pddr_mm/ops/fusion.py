@@ -11,11 +11,12 @@ kernels) belongs on the window's centre, and a grouped part on the block diagona
 ``combine_parts`` writes coefficient x part into exactly those entries (zero-padding and group-to-dense
 without materialising either), for a whole batch at once: the PD-A kernel (N = 1, the BN scales as
 coefficients), PD-B's per-sample kernels in training (BN scale x the sample's branch weight) and those of
-a deployed PD-B layer (the branch weights). CPU inference calls it without autograd, a few samples at
-a time, into a reused buffer (``kernel_workspace``). On CPU it runs as one C++ op (``csrc/combine.cpp``,
-see ``cpu_ext``) that passes over memory once; the torch-op form below is the same computation, used on
-CUDA, for other dtypes and where the op cannot be built.
+a deployed PD-B layer (the branch weights). CPU inference (``mixed_conv2d``) mixes a few samples at a
+time into a reused buffer (``kernel_workspace``) and convolves each sample with its own kernel. On CPU
+these run as C++ (``csrc/combine.cpp``, see ``cpu_ext``) that passes over memory once; the torch-op form
+below is the same computation, used on CUDA, for other dtypes and where the op cannot be built.
 """
+import math
 import threading
 from types import ModuleType
 from typing import List, Optional, Sequence, Tuple, Union
@@ -309,13 +310,45 @@ def merge_parts(parts: Sequence[ScaledPart], in_channels: int, kernel_size: Tupl
                          in_channels, kernel_size)
 
 
+def mixed_conv2d(x: Tensor, weights: Tensor, kernels: Sequence[Tensor], groups: Sequence[int],
+                 branches: Sequence[int], bias: Tensor, kernel_size: Tuple[int, int], stride: Sequence[int],
+                 padding: Sequence[int], dilation: Sequence[int], buffer_bytes: int) -> Tensor:
+    """PD-B inference without autograd: sample n convolved with its own kernel, ``sum_p weights[n,
+    branches[p]] * kernels[p]`` (combined as in ``combine_parts``), plus ``bias[n]``.
+
+    oneDNN runs the grouped form of ``per_sample_conv2d`` up to 2x (batch 2) to 4x (batch 8) slower on
+    small feature maps, so each sample is convolved on its own. The kernels of as many samples as fit in
+    ``buffer_bytes`` (at least one) are mixed per pass over the stored kernels, into a reused buffer: the
+    stored kernels are tens of MB in late stages and are read once per pass, and a fresh kernel per layer
+    costs as much again in page faults. On CPU the whole layer is one C++ call.
+    """
+    n, in_channels = x.shape[:2]
+    shape = (kernels[0].shape[0], in_channels) + tuple(kernel_size)
+    chunk = max(1, min(n, buffer_bytes // (x.element_size() * math.prod(shape))))
+    buf = kernel_workspace((chunk, ) + shape, x)
+    ext = _use_cpu_ext([x, weights, bias, *kernels])
+    if ext is not None:
+        return ext.mixed_conv(x, weights, list(kernels), list(groups), list(branches), bias, buf, list(stride),
+                              list(padding), list(dilation))
+    sample_weights = weights.tolist()  # a few numbers: cheaper than indexing tensors at batch 1
+    outs = []
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        coefs = torch.tensor([[w[b] for w in sample_weights[start:stop]] for b in branches], dtype=x.dtype)
+        mixed = _combine(kernels, coefs.unsqueeze(-1).expand(-1, -1, shape[0]).unbind(0), groups, in_channels,
+                         kernel_size, out=buf[:stop - start])
+        outs += [F.conv2d(x[i:i + 1], mixed[i - start], bias[i], stride, padding, dilation) for i in range(start, stop)]
+    return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+
 def per_sample_conv2d(x: Tensor, kernels: Tensor, biases: Tensor, stride: Sequence[int],
                       padding: Sequence[int], dilation: Sequence[int]) -> Tensor:
     """Convolve sample n of ``x`` with ``kernels[n]`` (plus ``biases[n]``): exact for every batch size.
 
     The batch is folded into the channel axis and run as one grouped convolution, so sample n only ever
     meets its own kernel. (``PDConv2d``'s CPU inference convolves one sample at a time instead: oneDNN
-    runs the grouped form up to 2x (batch 2) and 4x (batch 8) slower on layers with small feature maps.)
+    runs the grouped form up to 2x (batch 2) and 4x (batch 8) slower on layers with small feature maps:
+    see ``mixed_conv2d``.)
     """
     n, c, h, w = x.shape
     if kernels.shape[0] != n or kernels.shape[2] != c:
@@ -334,5 +367,5 @@ def per_sample_conv2d(x: Tensor, kernels: Tensor, biases: Tensor, stride: Sequen
 __all__: List[str] = [
     'check_foldable_bn', 'bn_scale_shift', 'bn_scales_shifts', 'fold_bn', 'add_kernel_', 'combine_parts',
     'merge_kernels', 'merge_parts',
-    'kernel_workspace', 'per_sample_conv2d'
+    'kernel_workspace', 'mixed_conv2d', 'per_sample_conv2d'
 ]

@@ -1,5 +1,4 @@
 """PDConv2d: a convolution trained as parallel branches and deployed as one convolution."""
-import math
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -12,7 +11,7 @@ from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.utils import _pair
 
-from .fusion import add_kernel_, bn_scales_shifts, combine_parts, kernel_workspace, merge_kernels, per_sample_conv2d
+from .fusion import add_kernel_, bn_scales_shifts, combine_parts, merge_kernels, mixed_conv2d, per_sample_conv2d
 from .refine import Refinement
 
 IntOrPair = Union[int, Tuple[int, int]]
@@ -306,6 +305,9 @@ class PDConv2d(BaseModule):
             self.fused_extra = nn.ParameterList([nn.Parameter(kernel.clone()) for (kernel, _), (branch, _, _)
                                                  in zip(folded, specs) if branch in extra_branches])
             self.fused_bias = nn.Parameter(biases.clone())
+            # groups and branch of every stored kernel, in the order forward passes them
+            self._mix_layout = ([1] * len(dense_branch) + [g for _, g in extra_specs],
+                                dense_branch + [b for b, _ in extra_specs])
         del self.branches
         self.deployed = True
 
@@ -337,10 +339,8 @@ class PDConv2d(BaseModule):
         if self.deployed:
             if self.mode == 'A':
                 return self.fused_conv(x)
-            dense_branch, extra_specs = self._deploy_layout()
-            kernels = list(self.fused_weight) + list(self.fused_extra)
-            groups = [1] * len(dense_branch) + [g for _, g in extra_specs]
-            return self._mixed_conv(x, kernels, groups, dense_branch + [b for b, _ in extra_specs], None,
+            groups, branches = self._mix_layout
+            return self._mixed_conv(x, [*self.fused_weight, *self.fused_extra], groups, branches, None,
                                     self.fused_bias)
         if self._use_fused_path():
             kernels, groups, scales, biases = self.branch_parts()
@@ -373,26 +373,11 @@ class PDConv2d(BaseModule):
         weights = self.refine(x)
         bias = self._sample_bias(torch.mm(weights, biases))
         if not x.is_cuda and not torch.is_grad_enabled() and not torch.jit.is_tracing():
-            # CPU inference: mix a few samples' kernels into one reused buffer, then convolve each sample
-            # with its own. oneDNN runs the grouped form below up to 2x (batch 2) to 4x (batch 8) slower
-            # on small feature maps, the kernels of a whole batch are tens of MB in late stages, and a
-            # fresh kernel per layer costs as much again in page faults. Mixing several samples per call
-            # reads the stored kernels once for all of them. (Not when traced, as mmengine's FLOP
-            # counter does: the loop would make the trace batch-sized.)
+            # CPU inference: each sample convolved with its own kernel (not when traced, as mmengine's FLOP
+            # counter does: the loop would make the trace batch-sized)
             folded = kernels if scales is None else _folded(kernels, scales)
-            shape = (self.out_channels, self.in_channels) + self.kernel_size
-            chunk = max(1, min(x.shape[0], MIX_BUFFER_BYTES // (x.element_size() * math.prod(shape))))
-            buf = kernel_workspace((chunk, ) + shape, x)
-            sample_weights = weights.tolist()  # a few numbers: cheaper than indexing tensors at batch 1
-            outs = []
-            for start in range(0, x.shape[0], chunk):
-                stop = min(start + chunk, x.shape[0])
-                coefs = torch.tensor([[w[b] for w in sample_weights[start:stop]] for b in branches], dtype=x.dtype)
-                mixed = combine_parts(folded, coefs.unsqueeze(-1).expand(-1, -1, self.out_channels), groups,
-                                      self.in_channels, self.kernel_size, out=buf[:stop - start])
-                outs += [F.conv2d(x[i:i + 1], mixed[i - start], bias[i], self.stride, self.padding, self.dilation)
-                         for i in range(start, stop)]
-            return outs[0] if len(outs) == 1 else torch.cat(outs)
+            return mixed_conv2d(x, weights, folded, groups, branches, bias, self.kernel_size, self.stride,
+                                self.padding, self.dilation, MIX_BUFFER_BYTES)
         # part p of sample n, output channel o: weights[n, branch of p] * scales[p, o] (a deployed part has
         # no scale)
         part_weights = weights.index_select(1, torch.tensor(branches, device=weights.device)).t().unsqueeze(-1)

@@ -242,21 +242,37 @@ def test_kernel_workspace_is_reused_and_per_thread():
 
 
 @pytest.mark.parametrize('batch,per_pass', [(1, 1), (3, 3), (5, 2), (5, 1)])
-def test_deployed_pd_b_cpu_inference_loop_equals_grouped_form(batch, per_pass, monkeypatch):
+def test_deployed_pd_b_cpu_inference_loop_equals_grouped_form(batch, per_pass, combine_form, monkeypatch):
     """CPU inference mixes a few samples' kernels at a time into a reused buffer (``per_pass`` of them, set
-    through the buffer size) and convolves each sample with its own; the grouped form (used with autograd
-    and on CUDA) must give the same outputs, for every sample of the batch."""
-    from pddr_mm.ops import pd_conv
-    layer = make_layer('B', stride=2)
+    through the buffer size) and convolves each sample with its own, in one C++ call per layer or as a
+    loop of torch ops; the grouped form (used with autograd and on CUDA) must give the same outputs, for
+    every sample of the batch, with and without the layer's own bias."""
+    from pddr_mm.ops import fusion, pd_conv
+    layer = make_layer('B', stride=2, bias=True)
+    with torch.no_grad():
+        layer.bias.normal_()
     switch_to_deploy(layer)
     monkeypatch.setattr(pd_conv, 'MIX_BUFFER_BYTES', per_pass * layer.fused_weight[0].numel() * 4)
     calls = []
-    real = pd_conv.combine_parts
-    monkeypatch.setattr(pd_conv, 'combine_parts', lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    if combine_form == 'torch':  # one combine per pass
+        real = fusion._combine
+        monkeypatch.setattr(fusion, '_combine', lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    else:  # one C++ call for the layer
+        ext = fusion.cpu_ext()
+
+        class Spy:
+            def __getattr__(self, name):
+                return getattr(ext, name)
+
+            def mixed_conv(self, *args):
+                calls.append(1)
+                return ext.mixed_conv(*args)
+
+        monkeypatch.setattr(fusion, 'cpu_ext', lambda: Spy())
     x = torch.randn(batch, 8, 11, 10)
     with torch.no_grad():
         loop = layer(x)
-    assert len(calls) == -(-batch // per_pass)
+    assert len(calls) == (-(-batch // per_pass) if combine_form == 'torch' else 1)
     grouped = layer(x).detach()  # grad enabled: the grouped per-sample convolution
     assert max_rel_error(loop, grouped) <= 1e-6
 

@@ -358,11 +358,44 @@ std::vector<std::vector<at::Tensor>> combine_backward(at::Tensor grad, const std
   return {grad_kernels, grad_coefs};
 }
 
+// PD-B inference on CPU, one call per layer: sample s is convolved with sum_p weights[s, branches[p]] x
+// kernels[p] plus bias[s]. The kernels of buffer.size(0) samples are mixed per pass over the stored
+// kernels, into the reused buffer. The same ops as the loop in fusion.mixed_conv2d, without its Python
+// between them: at batch 1 on CPU that loop's small steps cost several ms per ResNet forward.
+at::Tensor mixed_conv(const at::Tensor& x, const at::Tensor& weights, const std::vector<at::Tensor>& kernels,
+                      const std::vector<int64_t>& groups, const std::vector<int64_t>& branches, const at::Tensor& bias,
+                      at::Tensor buffer, at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation) {
+  TORCH_CHECK(x.dim() == 4 && !x.is_cuda(), "x must be a CPU (N, C, H, W) tensor");
+  const int64_t n = x.size(0), oc = buffer.size(1);
+  TORCH_CHECK(weights.dim() == 2 && weights.size(0) == n && weights.scalar_type() == x.scalar_type(),
+              "weights must be (N, branches) of x's dtype");
+  TORCH_CHECK(branches.size() == kernels.size(), "one branch index per part");
+  for (int64_t b : branches) TORCH_CHECK(b >= 0 && b < weights.size(1), "branch index out of range");
+  TORCH_CHECK(bias.dim() == 2 && bias.size(0) == n && bias.size(1) == oc, "bias must be (N, out)");
+  const int64_t chunk = buffer.size(0);
+  TORCH_CHECK(chunk >= 1, "the buffer must hold at least one kernel");
+  const auto w = weights.contiguous();
+  std::vector<at::Tensor> outs;
+  for (int64_t start = 0; start < n; start += chunk) {
+    const int64_t m = std::min(chunk, n - start);
+    // the part's coefficient of sample s is the weight of its branch, for every output channel
+    const auto per_part = w.narrow(0, start, m).index_select(1, at::tensor(branches, at::kLong)).t();
+    std::vector<at::Tensor> coefs;
+    for (const auto& row : per_part.unbind(0)) coefs.push_back(row.unsqueeze(1).expand({m, oc}));
+    auto mixed = buffer.narrow(0, 0, m);
+    combine_forward(mixed, kernels, coefs, groups);
+    for (int64_t s = 0; s < m; ++s)
+      outs.push_back(at::conv2d(x.narrow(0, start + s, 1), mixed[s], bias[start + s], stride, padding, dilation));
+  }
+  return outs.size() == 1 ? outs[0] : at::cat(outs);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("combine_forward", &combine_forward, "sum of coefficient x part into dense per-sample kernels (CPU)");
   m.def("combine_backward", &combine_backward, "gradients of combine_forward (CPU)");
+  m.def("mixed_conv", &mixed_conv, "PD-B inference with fixed branch kernels, one kernel per sample (CPU)");
   m.def("empty", &pooled_empty, "an uninitialised CPU tensor of the given sizes, dtype of like, from the block pool");
   m.def("cached_bytes", [] { return BlockPool::instance().cached_bytes(); }, "bytes the block pool holds unused");
   m.def("release_cached", [] { BlockPool::instance().release(); }, "return the block pool's unused blocks to the OS");
