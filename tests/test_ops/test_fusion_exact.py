@@ -277,6 +277,20 @@ def test_deployed_pd_b_cpu_inference_loop_equals_grouped_form(batch, per_pass, c
     assert max_rel_error(loop, grouped) <= 1e-6
 
 
+def test_pd_b_cpu_inference_in_channels_last(combine_form):
+    """A model converted to channels_last has strided branch kernels and inputs: the frozen-BN CPU inference
+    (kernels folded on the fly) gives the same outputs as with contiguous ones."""
+    layer = make_layer('B')
+    layer.forward_path = 'fused'
+    x = torch.randn(2, 8, 9, 9)
+    with torch.no_grad():
+        expected = layer(x)
+        layer.to(memory_format=torch.channels_last)
+        assert not layer.branches[0].conv.weight.is_contiguous()
+        actual = layer(x.contiguous(memory_format=torch.channels_last))
+    assert max_rel_error(actual, expected) <= 1e-6
+
+
 def textbook_scale_shift(bn):
     """scale = g / sqrt(var + eps), shift = b - mean * scale, written out per BN (the reference)."""
     std = (bn.running_var + bn.eps).sqrt()

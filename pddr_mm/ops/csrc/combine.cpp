@@ -380,6 +380,8 @@ at::Tensor mixed_conv(const at::Tensor& x, const std::vector<at::Tensor>& refine
   if (bias.has_value()) sample_bias = sample_bias + *bias;
   const int64_t chunk = buffer.size(0);
   TORCH_CHECK(chunk >= 1, "the buffer must hold at least one kernel");
+  std::vector<at::Tensor> parts;  // a model in channels_last memory format has strided kernels
+  for (const auto& k : kernels) parts.push_back(k.contiguous());
   std::vector<at::Tensor> outs;
   for (int64_t start = 0; start < n; start += chunk) {
     const int64_t m = std::min(chunk, n - start);
@@ -388,7 +390,7 @@ at::Tensor mixed_conv(const at::Tensor& x, const std::vector<at::Tensor>& refine
     std::vector<at::Tensor> coefs;
     for (const auto& row : per_part.unbind(0)) coefs.push_back(row.unsqueeze(1).expand({m, oc}));
     auto mixed = buffer.narrow(0, 0, m);
-    combine_forward(mixed, kernels, coefs, groups);
+    combine_forward(mixed, parts, coefs, groups);
     for (int64_t s = 0; s < m; ++s)
       outs.push_back(at::conv2d(x.narrow(0, start + s, 1), mixed[s], sample_bias[start + s], stride, padding, dilation));
   }
