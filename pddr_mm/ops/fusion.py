@@ -27,7 +27,6 @@ from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .cpu_ext import cpu_ext
-from .refine import Refinement
 
 ScaledPart = Tuple[Tensor, Tensor, int]  # (kernel (out, in / groups, h, w), scale (out, ) of its BN, groups)
 
@@ -311,31 +310,26 @@ def merge_parts(parts: Sequence[ScaledPart], in_channels: int, kernel_size: Tupl
                          in_channels, kernel_size)
 
 
-def mixed_conv2d(x: Tensor, refine: Refinement, kernels: Sequence[Tensor], groups: Sequence[int],
-                 branches: Sequence[int], biases: Tensor, bias: Optional[Tensor], kernel_size: Tuple[int, int],
-                 stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int], buffer_bytes: int) -> Tensor:
-    """PD-B inference without autograd. With ``w = refine(x)``, sample n is convolved with its own kernel,
-    ``sum_p w[n, branches[p]] * kernels[p]`` (combined as in ``combine_parts``), plus ``w[n] @ biases``
-    (+ ``bias``).
+def mixed_conv2d(x: Tensor, weights: Tensor, kernels: Sequence[Tensor], groups: Sequence[int],
+                 branches: Sequence[int], bias: Tensor, kernel_size: Tuple[int, int], stride: Sequence[int],
+                 padding: Sequence[int], dilation: Sequence[int], buffer_bytes: int) -> Tensor:
+    """PD-B inference without autograd: sample n convolved with its own kernel, ``sum_p weights[n,
+    branches[p]] * kernels[p]`` (combined as in ``combine_parts``), plus ``bias[n]``.
 
     oneDNN runs the grouped form of ``per_sample_conv2d`` up to 2x (batch 2) to 4x (batch 8) slower on
     small feature maps, so each sample is convolved on its own. The kernels of as many samples as fit in
     ``buffer_bytes`` (at least one) are mixed per pass over the stored kernels, into a reused buffer: the
     stored kernels are tens of MB in late stages and are read once per pass, and a fresh kernel per layer
-    costs as much again in page faults. On CPU the whole layer, refinement included, is one C++ call.
+    costs as much again in page faults. On CPU the whole loop is one C++ call.
     """
     n, in_channels = x.shape[:2]
     shape = (kernels[0].shape[0], in_channels) + tuple(kernel_size)
     chunk = max(1, min(n, buffer_bytes // (x.element_size() * math.prod(shape))))
     buf = kernel_workspace((chunk, ) + shape, x)
-    fc1, fc2 = refine.fc1, refine.fc2
-    ext = _use_cpu_ext([x, biases, *kernels])
+    ext = _use_cpu_ext([x, weights, bias, *kernels])
     if ext is not None:
-        return ext.mixed_conv(x, [fc1.weight, fc1.bias, fc2.weight, fc2.bias], list(kernels), list(groups),
-                              list(branches), biases, bias, buf, list(stride), list(padding), list(dilation))
-    weights = refine(x)
-    sample_bias = torch.mm(weights, biases)
-    sample_bias = sample_bias if bias is None else sample_bias + bias
+        return ext.mixed_conv(x, weights, list(kernels), list(groups), list(branches), bias, buf, list(stride),
+                              list(padding), list(dilation))
     sample_weights = weights.tolist()  # a few numbers: cheaper than indexing tensors at batch 1
     outs = []
     for start in range(0, n, chunk):
@@ -343,7 +337,7 @@ def mixed_conv2d(x: Tensor, refine: Refinement, kernels: Sequence[Tensor], group
         coefs = torch.tensor([[w[b] for w in sample_weights[start:stop]] for b in branches], dtype=x.dtype)
         mixed = _combine(kernels, coefs.unsqueeze(-1).expand(-1, -1, shape[0]).unbind(0), groups, in_channels,
                          kernel_size, out=buf[:stop - start])
-        outs += [F.conv2d(x[i:i + 1], mixed[i - start], sample_bias[i], stride, padding, dilation)
+        outs += [F.conv2d(x[i:i + 1], mixed[i - start], bias[i], stride, padding, dilation)
                  for i in range(start, stop)]
     return outs[0] if len(outs) == 1 else torch.cat(outs)
 

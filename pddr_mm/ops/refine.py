@@ -10,8 +10,7 @@ class Refinement(nn.Module):
 
     It reads the layer's input, so the weights (and in deployment the fused kernel) depend only on
     what the layer sees, never on the other samples of the batch. The pool and ReLU are calls, not
-    submodules: at batch 1 on CPU each module call cost about as much as its op. CPU inference computes
-    the same ops in C++ (``mixed_conv`` in ``csrc/combine.cpp``): change both together.
+    submodules: at batch 1 on CPU each module call cost about as much as its op.
     """
 
     def __init__(self, channels: int, num_branches: int, reduction: int = 16) -> None:

@@ -277,6 +277,20 @@ def test_deployed_pd_b_cpu_inference_loop_equals_grouped_form(batch, per_pass, c
     assert max_rel_error(loop, grouped) <= 1e-6
 
 
+def test_hooks_on_the_refinement_see_the_deployed_cpu_forward(combine_form):
+    """Tools read PD-B's branch weights with forward hooks on ``refine`` (tools/analysis_tools/plot_curves.py):
+    the deployed CPU forward must run the module, not a copy of its ops."""
+    layer = make_layer('B')
+    switch_to_deploy(layer)
+    seen = []
+    layer.refine.register_forward_hook(lambda module, inputs, out: seen.append(out))
+    x = torch.randn(3, 8, 9, 9)
+    with torch.no_grad():
+        layer(x)
+    assert len(seen) == 1 and seen[0].shape == (3, 4)
+    assert torch.allclose(seen[0].sum(1), torch.ones(3))
+
+
 def test_pd_b_cpu_inference_in_channels_last(combine_form):
     """A model converted to channels_last has strided branch kernels and inputs: the frozen-BN CPU inference
     (kernels folded on the fly) gives the same outputs as with contiguous ones."""
