@@ -241,16 +241,18 @@ def test_kernel_workspace_is_reused_and_per_thread():
     assert other[0] != a.data_ptr(), 'each thread has its own buffers'
 
 
+@pytest.mark.parametrize('own_bias', [False, True])
 @pytest.mark.parametrize('batch,per_pass', [(1, 1), (3, 3), (5, 2), (5, 1)])
-def test_deployed_pd_b_cpu_inference_loop_equals_grouped_form(batch, per_pass, combine_form, monkeypatch):
+def test_deployed_pd_b_cpu_inference_loop_equals_grouped_form(batch, per_pass, own_bias, combine_form, monkeypatch):
     """CPU inference mixes a few samples' kernels at a time into a reused buffer (``per_pass`` of them, set
     through the buffer size) and convolves each sample with its own, in one C++ call per layer or as a
     loop of torch ops; the grouped form (used with autograd and on CUDA) must give the same outputs, for
     every sample of the batch, with and without the layer's own bias."""
     from pddr_mm.ops import fusion, pd_conv
-    layer = make_layer('B', stride=2, bias=True)
-    with torch.no_grad():
-        layer.bias.normal_()
+    layer = make_layer('B', stride=2, bias=own_bias)
+    if own_bias:
+        with torch.no_grad():
+            layer.bias.normal_()
     switch_to_deploy(layer)
     monkeypatch.setattr(pd_conv, 'MIX_BUFFER_BYTES', per_pass * layer.fused_weight[0].numel() * 4)
     calls = []
