@@ -37,8 +37,9 @@ def _build() -> Optional[ModuleType]:
             from torch.utils.cpp_extension import load
         finally:
             logger.setLevel(level)
-        source = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'csrc', 'combine.cpp')
-        return load(name='pddr_mm_combine_cpu', sources=[source], extra_cflags=['-O3', '-fopenmp'],
+        csrc = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'csrc')
+        sources = [os.path.join(csrc, name) for name in ('combine.cpp', 'refine.cpp')]
+        return load(name='pddr_mm_combine_cpu', sources=sources, extra_cflags=['-O3', '-fopenmp'],
                     extra_ldflags=['-fopenmp'],
                     verbose=False)
     except Exception as e:  # no compiler, no ninja, a read-only cache: the torch-op form still works

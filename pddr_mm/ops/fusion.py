@@ -172,7 +172,8 @@ def _coef_view(coef: Tensor, groups: int) -> Tensor:
     return coef.unflatten(1, (groups, -1)) if groups > 1 else coef
 
 
-def _use_cpu_ext(tensors: Sequence[Tensor]) -> Optional[ModuleType]:
+def use_cpu_ext(tensors: Sequence[Tensor]) -> Optional[ModuleType]:
+    """The C++ op module if it can take ``tensors`` (CPU, float32/float64, not traced), else None."""
     # a trace (torch.jit.trace, mmengine's FLOP counter) does not see inside the C++ op: it would record
     # the empty output tensor and never the values written into it
     if torch.jit.is_tracing() or any(t.is_cuda or t.dtype not in (torch.float32, torch.float64) for t in tensors):
@@ -188,7 +189,7 @@ def _coef_tensors(coefs: Sequence[Coef], like: Tensor) -> List[Tensor]:
 def _combine(kernels: Sequence[Tensor], coefs: Sequence[Coef], groups: Sequence[int], in_channels: int,
              kernel_size: Tuple[int, int], out: Optional[Tensor] = None) -> Tensor:
     n = coefs[0].shape[0] if isinstance(coefs[0], Tensor) else 1
-    ext = _use_cpu_ext(kernels)
+    ext = use_cpu_ext(kernels)
     if ext is not None and (out is None or out.is_contiguous()):
         shape = (n, kernels[0].shape[0], in_channels) + tuple(kernel_size)
         out = ext.empty(list(shape), kernels[0]) if out is None else out
@@ -245,7 +246,7 @@ class _Combine(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         coefs, *kernels = ctx.saved_tensors
         want_coefs, want_kernels = ctx.needs_input_grad[3], ctx.needs_input_grad[4:]
-        ext = _use_cpu_ext([grad])
+        ext = use_cpu_ext([grad])
         if ext is not None:
             grad_kernels, grad_coefs = ext.combine_backward(
                 grad.contiguous(), [k.contiguous() for k in kernels], list(coefs.unbind(0)), list(ctx.groups),
@@ -311,25 +312,26 @@ def merge_parts(parts: Sequence[ScaledPart], in_channels: int, kernel_size: Tupl
 
 
 def mixed_conv2d(x: Tensor, weights: Tensor, kernels: Sequence[Tensor], groups: Sequence[int],
-                 branches: Sequence[int], bias: Tensor, kernel_size: Tuple[int, int], stride: Sequence[int],
-                 padding: Sequence[int], dilation: Sequence[int], buffer_bytes: int) -> Tensor:
+                 branches: Sequence[int], biases: Tensor, bias: Optional[Tensor], kernel_size: Tuple[int, int],
+                 stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int], buffer_bytes: int) -> Tensor:
     """PD-B inference without autograd: sample n convolved with its own kernel, ``sum_p weights[n,
-    branches[p]] * kernels[p]`` (combined as in ``combine_parts``), plus ``bias[n]``.
+    branches[p]] * kernels[p]`` (combined as in ``combine_parts``), plus ``weights[n] @ biases`` (+ ``bias``).
 
     oneDNN runs the grouped form of ``per_sample_conv2d`` up to 2x (batch 2) to 4x (batch 8) slower on
     small feature maps, so each sample is convolved on its own. The kernels of as many samples as fit in
     ``buffer_bytes`` (at least one) are mixed per pass over the stored kernels, into a reused buffer: the
     stored kernels are tens of MB in late stages and are read once per pass, and a fresh kernel per layer
-    costs as much again in page faults. On CPU the whole loop is one C++ call.
+    costs as much again in page faults. On CPU the whole layer is one C++ call.
     """
     n, in_channels = x.shape[:2]
     shape = (kernels[0].shape[0], in_channels) + tuple(kernel_size)
     chunk = max(1, min(n, buffer_bytes // (x.element_size() * math.prod(shape))))
     buf = kernel_workspace((chunk, ) + shape, x)
-    ext = _use_cpu_ext([x, weights, bias, *kernels])
+    ext = use_cpu_ext([x, weights, biases, *kernels])
     if ext is not None:
-        return ext.mixed_conv(x, weights, list(kernels), list(groups), list(branches), bias, buf, list(stride),
-                              list(padding), list(dilation))
+        return ext.mixed_conv(x, weights.contiguous(), list(kernels), list(groups), list(branches),
+                              biases.contiguous(), bias, buf, list(stride), list(padding), list(dilation))
+    sample_bias = torch.mm(weights, biases) if bias is None else torch.addmm(bias, weights, biases)
     sample_weights = weights.tolist()  # a few numbers: cheaper than indexing tensors at batch 1
     outs = []
     for start in range(0, n, chunk):
@@ -337,7 +339,7 @@ def mixed_conv2d(x: Tensor, weights: Tensor, kernels: Sequence[Tensor], groups: 
         coefs = torch.tensor([[w[b] for w in sample_weights[start:stop]] for b in branches], dtype=x.dtype)
         mixed = _combine(kernels, coefs.unsqueeze(-1).expand(-1, -1, shape[0]).unbind(0), groups, in_channels,
                          kernel_size, out=buf[:stop - start])
-        outs += [F.conv2d(x[i:i + 1], mixed[i - start], bias[i], stride, padding, dilation)
+        outs += [F.conv2d(x[i:i + 1], mixed[i - start], sample_bias[i], stride, padding, dilation)
                  for i in range(start, stop)]
     return outs[0] if len(outs) == 1 else torch.cat(outs)
 
@@ -368,5 +370,5 @@ def per_sample_conv2d(x: Tensor, kernels: Tensor, biases: Tensor, stride: Sequen
 __all__: List[str] = [
     'check_foldable_bn', 'bn_scale_shift', 'bn_scales_shifts', 'fold_bn', 'add_kernel_', 'combine_parts',
     'merge_kernels', 'merge_parts',
-    'kernel_workspace', 'mixed_conv2d', 'per_sample_conv2d'
+    'kernel_workspace', 'mixed_conv2d', 'per_sample_conv2d', 'use_cpu_ext'
 ]

@@ -371,13 +371,13 @@ class PDConv2d(BaseModule):
         ``scales[p]`` (None once folded); ``biases`` (B, out).
         """
         weights = self.refine(x)
-        bias = self._sample_bias(torch.mm(weights, biases))
         if not x.is_cuda and not torch.is_grad_enabled() and not torch.jit.is_tracing():
             # CPU inference: each sample convolved with its own kernel (not when traced, as mmengine's FLOP
             # counter does: the loop would make the trace batch-sized)
             folded = kernels if scales is None else _folded(kernels, scales)
-            return mixed_conv2d(x, weights, folded, groups, branches, bias, self.kernel_size, self.stride,
-                                self.padding, self.dilation, MIX_BUFFER_BYTES)
+            return mixed_conv2d(x, weights, folded, groups, branches, biases, self.bias, self.kernel_size,
+                                self.stride, self.padding, self.dilation, MIX_BUFFER_BYTES)
+        bias = self._sample_bias(torch.mm(weights, biases))
         # part p of sample n, output channel o: weights[n, branch of p] * scales[p, o] (a deployed part has
         # no scale)
         part_weights = weights.index_select(1, torch.tensor(branches, device=weights.device)).t().unsqueeze(-1)

@@ -164,3 +164,53 @@ def test_traced_model_does_not_bake_in_the_cpp_op(mode):
         switch_to_deploy(layer)
         traced = torch.jit.trace(layer, x)
         assert max_rel_error(traced(other), layer(other)) <= 1e-5
+
+
+@pytest.mark.parametrize('dtype,tol', [(torch.float64, 1e-13), (torch.float32, 1e-6)])
+@pytest.mark.parametrize('batch', [1, 3])
+def test_refinement_runs_as_one_cpp_call_in_cpu_inference(dtype, tol, batch, monkeypatch):
+    """Without autograd on CPU, Refinement.forward is the C++ op, with the torch ops' weights; with autograd
+    it stays the differentiable torch form."""
+    from pddr_mm.ops.refine import Refinement
+    ext = fusion.cpu_ext()
+    if ext is None:
+        pytest.skip('the C++ combine op is not built')
+    torch.manual_seed(0)
+    refine = Refinement(48, 4, reduction=8).to(dtype)
+    x = torch.randn(batch, 48, 7, 5, dtype=dtype) * 3 + 1
+    calls = []
+
+    class Spy:
+        def __getattr__(self, name):
+            return getattr(ext, name)
+
+        def refine_weights(self, *args):
+            calls.append(1)
+            return ext.refine_weights(*args)
+
+    monkeypatch.setattr(fusion, 'cpu_ext', lambda: Spy())
+    with torch.no_grad():
+        cpp = refine(x)
+    assert calls == [1]
+    torch_form = refine(x)  # autograd on: the torch ops
+    assert calls == [1] and torch_form.requires_grad
+    assert cpp.dtype == dtype and cpp.shape == (batch, 4)
+    assert max_rel_error(cpp, torch_form.detach()) <= tol
+    with torch.no_grad():  # a channels_last input is not contiguous: the torch ops take it
+        strided = refine(x.to(memory_format=torch.channels_last))
+    assert calls == [1] and max_rel_error(strided, torch_form.detach()) <= tol
+
+
+def test_cpp_refinement_rejects_mismatched_inputs():
+    ext = fusion.cpu_ext()
+    if ext is None:
+        pytest.skip('the C++ combine op is not built')
+    x, w1, b1, w2, b2 = torch.randn(1, 8, 3, 3), torch.randn(2, 8), torch.randn(2), torch.randn(4, 2), torch.randn(4)
+    with pytest.raises(RuntimeError, match='fc1'):
+        ext.refine_weights(x, torch.randn(2, 6), b1, w2, b2)
+    with pytest.raises(RuntimeError, match='fc2'):
+        ext.refine_weights(x, w1, b1, torch.randn(4, 3), b2)
+    with pytest.raises(RuntimeError, match="dtype"):
+        ext.refine_weights(x, w1.double(), b1, w2, b2)
+    with pytest.raises(RuntimeError, match='contiguous'):
+        ext.refine_weights(x.to(memory_format=torch.channels_last), w1, b1, w2, b2)

@@ -359,43 +359,82 @@ std::vector<std::vector<at::Tensor>> combine_backward(at::Tensor grad, const std
 }
 
 // PD-B inference on CPU, one call per layer: sample s convolved with sum_p weights[s, branches[p]] x
-// kernels[p] plus bias[s]. The kernels of buffer.size(0) samples are mixed per pass over the stored
-// kernels, into the reused buffer. The same ops as the torch form in fusion.mixed_conv2d, without Python
-// between them: at batch 1 on CPU its small steps, each run with caches cold after the previous layer's
-// mixing and convolution, cost about a millisecond per ResNet-18 forward. (The refinement module that
-// gives the weights stays a Python module call, so that hooks on it see every forward.)
+// kernels[p], plus weights[s] . biases (+ bias). The kernels of buffer.size(0) samples are mixed per pass
+// over the stored kernels, into the reused buffer. The same computation as the torch form in
+// fusion.mixed_conv2d, without Python or torch's small ops (index, expand, mm) between its steps: at batch
+// 1 each of those runs with its code cold after the previous layer's mixing and convolution, about 100 us
+// apiece. Only the convolutions are torch ops. (The refinement module that gives the weights stays a
+// Python module call, so that hooks on it see every forward.)
 at::Tensor mixed_conv(const at::Tensor& x, const at::Tensor& weights, const std::vector<at::Tensor>& kernels,
-                      const std::vector<int64_t>& groups, const std::vector<int64_t>& branches, const at::Tensor& bias,
-                      at::Tensor buffer, at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation) {
+                      const std::vector<int64_t>& groups, const std::vector<int64_t>& branches, const at::Tensor& biases,
+                      const c10::optional<at::Tensor>& bias, at::Tensor buffer, at::IntArrayRef stride,
+                      at::IntArrayRef padding, at::IntArrayRef dilation) {
   TORCH_CHECK(x.dim() == 4 && !x.is_cuda(), "x must be a CPU (N, C, H, W) tensor");
-  const int64_t n = x.size(0), oc = buffer.size(1);
-  TORCH_CHECK(weights.dim() == 2 && weights.size(0) == n && weights.scalar_type() == x.scalar_type(),
-              "weights must be (N, branches) of x's dtype");
+  TORCH_CHECK(buffer.dim() == 5 && buffer.is_contiguous() && buffer.scalar_type() == x.scalar_type(),
+              "the buffer must be a contiguous (chunk, out, in, kh, kw) tensor of x's dtype");
+  const int64_t n = x.size(0), oc = buffer.size(1), row = buffer.size(2) * buffer.size(3) * buffer.size(4);
+  TORCH_CHECK(weights.dim() == 2 && weights.size(0) == n && weights.is_contiguous() &&
+                  weights.scalar_type() == x.scalar_type(),
+              "weights must be a contiguous (N, branches) tensor of x's dtype");
+  const int64_t nb = weights.size(1);
   TORCH_CHECK(branches.size() == kernels.size(), "one branch index per part");
-  for (int64_t b : branches) TORCH_CHECK(b >= 0 && b < weights.size(1), "branch index out of range");
-  TORCH_CHECK(bias.dim() == 2 && bias.size(0) == n && bias.size(1) == oc, "bias must be (N, out)");
+  for (int64_t b : branches) TORCH_CHECK(b >= 0 && b < nb, "branch index out of range");
+  TORCH_CHECK(biases.dim() == 2 && biases.size(0) == nb && biases.size(1) == oc && biases.is_contiguous() &&
+                  biases.scalar_type() == x.scalar_type(),
+              "biases must be a contiguous (branches, out) tensor of x's dtype");
+  const bool has_bias = bias.has_value() && bias->defined();
+  if (has_bias)
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == oc && bias->is_contiguous() &&
+                    bias->scalar_type() == x.scalar_type(),
+                "bias must be a contiguous (out, ) tensor of x's dtype");
   const int64_t chunk = buffer.size(0);
   TORCH_CHECK(chunk >= 1, "the buffer must hold at least one kernel");
   std::vector<at::Tensor> parts;  // a model in channels_last memory format has strided kernels
   for (const auto& k : kernels) parts.push_back(k.contiguous());
+  const auto options = x.options();
+  const int64_t item = x.element_size();
+  auto sample_bias = at::empty({n, oc}, options);
   std::vector<at::Tensor> outs;
-  for (int64_t start = 0; start < n; start += chunk) {
-    const int64_t m = std::min(chunk, n - start);
-    // the part's coefficient of sample s is the weight of its branch, for every output channel
-    const auto per_part = weights.narrow(0, start, m).index_select(1, at::tensor(branches, at::kLong)).t();
-    std::vector<at::Tensor> coefs;
-    for (const auto& row : per_part.unbind(0)) coefs.push_back(row.unsqueeze(1).expand({m, oc}));
-    auto mixed = buffer.narrow(0, 0, m);
-    combine_forward(mixed, parts, coefs, groups);
-    for (int64_t s = 0; s < m; ++s)
-      outs.push_back(at::conv2d(x.narrow(0, start + s, 1), mixed[s], bias[start + s], stride, padding, dilation));
-  }
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mixed_conv", [&] {
+    const scalar_t* w = weights.data_ptr<scalar_t>();
+    const scalar_t* bs = biases.data_ptr<scalar_t>();
+    const scalar_t* own = has_bias ? bias->data_ptr<scalar_t>() : nullptr;
+    scalar_t* sb = sample_bias.data_ptr<scalar_t>();
+    for (int64_t s = 0; s < n; ++s)
+      for (int64_t o = 0; o < oc; ++o) {
+        scalar_t acc = own ? own[o] : scalar_t(0);
+        for (int64_t b = 0; b < nb; ++b) acc += w[s * nb + b] * bs[b * oc + o];
+        sb[s * oc + o] = acc;
+      }
+    // part p's coefficient for sample s is the weight of its branch, the same for every output channel
+    std::vector<scalar_t> coef(parts.size() * chunk);
+    char* kernel_base = static_cast<char*>(buffer.data_ptr());
+    for (int64_t start = 0; start < n; start += chunk) {
+      const int64_t m = std::min(chunk, n - start);
+      std::vector<at::Tensor> coefs;
+      for (size_t p = 0; p < parts.size(); ++p) {
+        for (int64_t s = 0; s < m; ++s) coef[p * chunk + s] = w[(start + s) * nb + branches[p]];
+        coefs.push_back(at::from_blob(coef.data() + p * chunk, {m, oc}, {1, 0}, options));
+      }
+      combine_forward(at::from_blob(kernel_base, {m, oc, buffer.size(2), buffer.size(3), buffer.size(4)}, options),
+                      parts, coefs, groups);
+      for (int64_t s = 0; s < m; ++s) {
+        const auto kernel = at::from_blob(kernel_base + s * oc * row * item,
+                                          {oc, buffer.size(2), buffer.size(3), buffer.size(4)}, options);
+        const auto b = at::from_blob(sb + (start + s) * oc, {oc}, options);
+        outs.push_back(at::conv2d(n == 1 ? x : x.narrow(0, start + s, 1), kernel, b, stride, padding, dilation));
+      }
+    }
+  });
   return outs.size() == 1 ? outs[0] : at::cat(outs);
 }
 
 }  // namespace
 
+void register_refine(pybind11::module& m);  // refine.cpp
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  register_refine(m);
   m.def("combine_forward", &combine_forward, "sum of coefficient x part into dense per-sample kernels (CPU)");
   m.def("combine_backward", &combine_backward, "gradients of combine_forward (CPU)");
   m.def("mixed_conv", &mixed_conv, "PD-B inference with fixed branch kernels, one kernel per sample (CPU)");
