@@ -14,6 +14,7 @@ from mmengine.config import Config
 from mmengine.runner import load_checkpoint
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ..ops import fusion, pd_conv
 from .checkpoint import build_model
 from .configs import to_plain_config
 from .inputs import is_detector, make_inputs
@@ -75,6 +76,42 @@ def build_variants(cfg: Config, checkpoint: Optional[str], device: torch.device)
     return dict(unfused=unfused, fused=fused, baseline=baseline), num
 
 
+def kernel_mixing(model: nn.Module, inputs: torch.Tensor, samples: list) -> Optional[Tuple[Callable[[], None], int]]:
+    """For a model with deployed PD-B layers: a function that mixes every such layer's per-sample kernels
+    for ``inputs``, as its forward does (same op, same buffer, same passes), and nothing else; and the
+    number of layers. None without such layers.
+
+    A fused PD-B forward runs the plain network's convolutions (without its BNs) plus this mixing, so its
+    time against the baseline's, measured in the same run, shows how much of the fused/baseline ratio the
+    mixing alone takes on this machine.
+    """
+    layers = [m for m in model.modules() if isinstance(m, pd_conv.PDConv2d) and m.deployed and m.mode == 'B']
+    if not layers:
+        return None
+    weights = {}
+    hooks = [m.refine.register_forward_hook(lambda mod, args, out, m=m: weights.__setitem__(m, out)) for m in layers]
+    try:
+        with torch.no_grad():
+            model(inputs, samples, mode='tensor')
+    finally:
+        for h in hooks:
+            h.remove()
+    jobs, reached = [], [m for m in layers if m in weights]  # a head may hold layers mode='tensor' skips
+    for m in reached:
+        w = weights[m]
+        shape = (m.out_channels, m.in_channels) + m.kernel_size
+        chunk = fusion.samples_per_pass(w.shape[0], shape, w.element_size(), pd_conv.MIX_BUFFER_BYTES)
+        # the arguments are built once: what is timed is the mixing, not the Python that prepares it
+        jobs += [(m.mixing_args(w[start:start + chunk]), (min(chunk, w.shape[0] - start), ) + shape, w)
+                 for start in range(0, w.shape[0], chunk)]
+
+    def fn() -> None:
+        with torch.no_grad():
+            for args, shape, like in jobs:
+                fusion.combine_parts(*args, out=fusion.kernel_workspace(shape, like))
+    return fn, len(reached)
+
+
 def benchmark_inference(models: Dict[str, nn.Module], batch_size: int, shape: Tuple[int, int], repeat: int,
                         warmup: int, device: torch.device) -> Dict[str, Dict]:
     """Latency of ``model(inputs, data_samples, mode='tensor')`` on one preprocessed batch, plus params/FLOPs."""
@@ -87,7 +124,11 @@ def benchmark_inference(models: Dict[str, nn.Module], batch_size: int, shape: Tu
                 model(inputs, samples, mode='tensor')
         return fn
 
-    times = round_robin({k: forward(m) for k, m in models.items()}, repeat, warmup, device)
+    fns = {k: forward(m) for k, m in models.items()}
+    mixing = kernel_mixing(models['fused'], inputs, samples)
+    if mixing is not None:
+        fns['mixing'] = mixing[0]
+    times = round_robin(fns, repeat, warmup, device)
     out = {}
     for name, model in models.items():
         out[name] = summarize(times[name], batch_size)
@@ -97,6 +138,8 @@ def benchmark_inference(models: Dict[str, nn.Module], batch_size: int, shape: Tu
         except Exception as e:  # reported, not hidden: the table shows n/a
             out[name]['flops'] = None
             out[name]['flops_error'] = f'{type(e).__name__}: {e}'
+    if mixing is not None:
+        out['mixing'] = dict(summarize(times['mixing'], batch_size), layers=mixing[1])
     return out
 
 
@@ -203,7 +246,8 @@ def _table(header: Sequence[str], rows: List[Sequence[str]]) -> str:
 
 def format_report(result: Dict) -> str:
     """The printed tables: inference per variant, ratios, and (with --train) training steps."""
-    inf = result['inference']
+    inf = dict(result['inference'])
+    mixing = inf.pop('mixing', None)
     rows = [(name, f"{r['median_ms']:.2f}", f"{r['p10_ms']:.2f}-{r['p90_ms']:.2f}", f"{r['images_per_s']:.1f}",
              _fmt_count(r['params']), _fmt_count(r['flops'])) for name, r in inf.items()]
     text = [f"inference ({result['device']}, batch {result['batch_size']}, input {result['shape'][0]}x"
@@ -213,6 +257,11 @@ def format_report(result: Dict) -> str:
     ratios = result['ratios']
     text.append(f"latency ratio fused/baseline: {ratios['fused/baseline']:.3f}   "
                 f"unfused/fused: {ratios['unfused/fused']:.3f}")
+    if mixing is not None:
+        text.append(f"PD-B kernel mixing alone ({mixing['layers']} layers, the fused forward's per-sample kernels, "
+                    f"timed in the same round robin): {mixing['median_ms']:.2f} ms "
+                    f"({mixing['p10_ms']:.2f}-{mixing['p90_ms']:.2f}) = "
+                    f"{ratios['mixing/baseline']:.3f} of the baseline's latency")
     for name, r in inf.items():
         if r.get('flops_error'):
             text.append(f'FLOPs of {name} could not be counted: {r["flops_error"]}')
@@ -248,6 +297,8 @@ def run_benchmark(cfg: Config, checkpoint: Optional[str] = None, batch_size: int
                   inference=inference,
                   ratios={'fused/baseline': inference['fused']['median_ms'] / inference['baseline']['median_ms'],
                           'unfused/fused': inference['unfused']['median_ms'] / inference['fused']['median_ms']})
+    if 'mixing' in inference:
+        result['ratios']['mixing/baseline'] = inference['mixing']['median_ms'] / inference['baseline']['median_ms']
     del models
     if train:
         result['training'] = benchmark_training(cfg, checkpoint, batch_size, shape, repeat, warmup, device)

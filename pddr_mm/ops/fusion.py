@@ -311,6 +311,11 @@ def merge_parts(parts: Sequence[ScaledPart], in_channels: int, kernel_size: Tupl
                          in_channels, kernel_size)
 
 
+def samples_per_pass(n: int, kernel_shape: Sequence[int], itemsize: int, buffer_bytes: int) -> int:
+    """How many of n samples' kernels ``mixed_conv2d`` mixes per pass over the stored kernels (at least one)."""
+    return max(1, min(n, buffer_bytes // (itemsize * math.prod(kernel_shape))))
+
+
 def mixed_conv2d(x: Tensor, weights: Tensor, kernels: Sequence[Tensor], groups: Sequence[int],
                  branches: Sequence[int], biases: Tensor, bias: Optional[Tensor], kernel_size: Tuple[int, int],
                  stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int], buffer_bytes: int) -> Tensor:
@@ -325,7 +330,7 @@ def mixed_conv2d(x: Tensor, weights: Tensor, kernels: Sequence[Tensor], groups: 
     """
     n, in_channels = x.shape[:2]
     shape = (kernels[0].shape[0], in_channels) + tuple(kernel_size)
-    chunk = max(1, min(n, buffer_bytes // (x.element_size() * math.prod(shape))))
+    chunk = samples_per_pass(n, shape, x.element_size(), buffer_bytes)
     buf = kernel_workspace((chunk, ) + shape, x)
     ext = use_cpu_ext([x, weights, biases, *kernels])
     if ext is not None:
@@ -370,5 +375,5 @@ def per_sample_conv2d(x: Tensor, kernels: Tensor, biases: Tensor, stride: Sequen
 __all__: List[str] = [
     'check_foldable_bn', 'bn_scale_shift', 'bn_scales_shifts', 'fold_bn', 'add_kernel_', 'combine_parts',
     'merge_kernels', 'merge_parts',
-    'kernel_workspace', 'mixed_conv2d', 'per_sample_conv2d', 'use_cpu_ext'
+    'kernel_workspace', 'mixed_conv2d', 'per_sample_conv2d', 'samples_per_pass', 'use_cpu_ext'
 ]

@@ -386,6 +386,24 @@ class PDConv2d(BaseModule):
         mixed = combine_parts(kernels, coefs, groups, self.in_channels, self.kernel_size)
         return per_sample_conv2d(x, mixed, bias, self.stride, self.padding, self.dilation)
 
+    @torch.no_grad()
+    def sample_kernels(self, weights: Tensor, out: Optional[Tensor] = None) -> Tensor:
+        """A deployed PD-B layer's per-sample kernels (N, out, in, kh, kw) for branch weights (N, B), mixed as
+        its forward mixes them: to inspect them, or to time the mixing on its own (``tools/benchmark.py``).
+        ``out``: a contiguous buffer of that shape to write them into."""
+        return combine_parts(*self.mixing_args(weights), out=out)
+
+    def mixing_args(self, weights: Tensor) -> Tuple[List[Tensor], Tensor, List[int], int, Tuple[int, int]]:
+        """The ``combine_parts`` arguments (kernels, coefficients, groups, in_channels, kernel_size) that give
+        ``sample_kernels(weights)``."""
+        if not (self.deployed and self.mode == 'B'):
+            raise RuntimeError('sample_kernels needs a deployed PD-B layer (mode B, after switch_to_deploy())')
+        if weights.dim() != 2 or weights.shape[1] != len(self.branch_names):
+            raise ValueError(f'weights must be (N, {len(self.branch_names)}), got {tuple(weights.shape)}')
+        groups, branches = self._mix_layout
+        coefs = weights.t()[branches].unsqueeze(-1).expand(-1, -1, self.out_channels)
+        return [*self.fused_weight, *self.fused_extra], coefs, list(groups), self.in_channels, self.kernel_size
+
     def _sample_bias(self, bias: Tensor) -> Tensor:
         return bias if self.bias is None else bias + self.bias
 

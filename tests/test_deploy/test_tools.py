@@ -38,6 +38,9 @@ def test_benchmark_classifier_prints_every_column(tmp_path, capsys):
     for row in rows.values():
         assert len(row) == len(INFER_HEADER) and float(row[1]) > 0 and float(row[3]) > 0 and 'n/a' not in row
     assert 'latency ratio fused/baseline:' in out and 'unfused/fused:' in out
+    # a PD-B model: the mixing of its per-sample kernels is timed on its own, in the same round robin
+    assert 'PD-B kernel mixing alone (2 layers' in out
+    assert result['inference']['mixing']['median_ms'] > 0 and result['ratios']['mixing/baseline'] > 0
     train_rows = table_rows(out, 'bn_train ') + table_rows(out, 'bn_frozen ')
     assert sorted((r[0], r[1]) for r in train_rows) == [('bn_frozen', 'baseline'), ('bn_frozen', 'pd (unfused)'),
                                                         ('bn_train', 'baseline'), ('bn_train', 'pd (unfused)')]

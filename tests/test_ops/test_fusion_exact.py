@@ -293,6 +293,31 @@ def test_hooks_on_the_refinement_see_the_deployed_cpu_forward(combine_form):
     assert torch.allclose(seen[0].sum(1), torch.ones(3))
 
 
+def test_sample_kernels_are_the_kernels_the_deployed_forward_convolves_with(combine_form):
+    """``sample_kernels`` (what tools/benchmark.py times as the mixing) gives, for the refinement's weights,
+    the kernels that reproduce the deployed layer's output sample by sample."""
+    import torch.nn.functional as F
+    layer = make_layer('B', dtype=torch.float64)
+    switch_to_deploy(layer)
+    x = torch.randn(3, 8, 9, 9, dtype=torch.float64)
+    with torch.no_grad():
+        weights = layer.refine(x)
+        kernels = layer.sample_kernels(weights)
+        buf = torch.empty_like(kernels)
+        assert layer.sample_kernels(weights, out=buf) is buf and torch.equal(buf, kernels)
+        bias = weights @ layer.fused_bias
+        by_hand = torch.cat([F.conv2d(x[i:i + 1], kernels[i], bias[i], padding=1) for i in range(3)])
+        assert max_rel_error(by_hand, layer(x)) <= 1e-12
+    with pytest.raises(ValueError, match=r'weights must be \(N, 4\)'):
+        layer.sample_kernels(weights[:, :3])
+    with pytest.raises(RuntimeError, match='deployed PD-B'):
+        make_layer('B').sample_kernels(weights.float())
+    pd_a = make_layer('A')
+    switch_to_deploy(pd_a)
+    with pytest.raises(RuntimeError, match='deployed PD-B'):
+        pd_a.sample_kernels(weights.float())
+
+
 def test_pd_b_cpu_inference_in_channels_last(combine_form):
     """A model converted to channels_last has strided branch kernels and inputs: the frozen-BN CPU inference
     (kernels folded on the fly) gives the same outputs as with contiguous ones."""
