@@ -20,3 +20,29 @@ def combine_form(request, monkeypatch):
             pytest.skip('the C++ combine op is switched off (PDDR_CPU_EXT=0)')
         pytest.fail('the C++ combine op could not be built (see the warning); CPU training runs slower without it')
     return request.param
+
+
+@pytest.fixture
+def ext_calls(monkeypatch):
+    """``ext_calls(name)``: from then on, calls of the C++ op module's function ``name`` are counted in the
+    returned list (the module is wrapped, so every other function works as before)."""
+    from pddr_mm.ops import fusion
+
+    def spy(name):
+        ext = fusion.cpu_ext()
+        if ext is None:
+            pytest.skip('the C++ combine op is not built')
+        calls = []
+
+        class Spy:
+            def __getattr__(self, attr):
+                return getattr(ext, attr)
+
+        def counted(*args):
+            calls.append(1)
+            return getattr(ext, name)(*args)
+
+        setattr(Spy, name, staticmethod(counted))
+        monkeypatch.setattr(fusion, 'cpu_ext', lambda: Spy())
+        return calls
+    return spy

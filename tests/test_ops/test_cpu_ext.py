@@ -168,27 +168,14 @@ def test_traced_model_does_not_bake_in_the_cpp_op(mode):
 
 @pytest.mark.parametrize('dtype,tol', [(torch.float64, 1e-13), (torch.float32, 1e-6)])
 @pytest.mark.parametrize('batch', [1, 3])
-def test_refinement_runs_as_one_cpp_call_in_cpu_inference(dtype, tol, batch, monkeypatch):
+def test_refinement_runs_as_one_cpp_call_in_cpu_inference(dtype, tol, batch, ext_calls):
     """Without autograd on CPU, Refinement.forward is the C++ op, with the torch ops' weights; with autograd
     it stays the differentiable torch form."""
     from pddr_mm.ops.refine import Refinement
-    ext = fusion.cpu_ext()
-    if ext is None:
-        pytest.skip('the C++ combine op is not built')
     torch.manual_seed(0)
     refine = Refinement(48, 4, reduction=8).to(dtype)
     x = torch.randn(batch, 48, 7, 5, dtype=dtype) * 3 + 1
-    calls = []
-
-    class Spy:
-        def __getattr__(self, name):
-            return getattr(ext, name)
-
-        def refine_weights(self, *args):
-            calls.append(1)
-            return ext.refine_weights(*args)
-
-    monkeypatch.setattr(fusion, 'cpu_ext', lambda: Spy())
+    calls = ext_calls('refine_weights')
     with torch.no_grad():
         cpp = refine(x)
     assert calls == [1]

@@ -243,7 +243,8 @@ def test_kernel_workspace_is_reused_and_per_thread():
 
 @pytest.mark.parametrize('own_bias', [False, True])
 @pytest.mark.parametrize('batch,per_pass', [(1, 1), (3, 3), (5, 2), (5, 1)])
-def test_deployed_pd_b_cpu_inference_loop_equals_grouped_form(batch, per_pass, own_bias, combine_form, monkeypatch):
+def test_deployed_pd_b_cpu_inference_loop_equals_grouped_form(batch, per_pass, own_bias, combine_form, monkeypatch,
+                                                                 ext_calls):
     """CPU inference mixes a few samples' kernels at a time into a reused buffer (``per_pass`` of them, set
     through the buffer size) and convolves each sample with its own, in one C++ call per layer or as a
     loop of torch ops; the grouped form (used with autograd and on CUDA) must give the same outputs, for
@@ -260,17 +261,7 @@ def test_deployed_pd_b_cpu_inference_loop_equals_grouped_form(batch, per_pass, o
         real = fusion._combine
         monkeypatch.setattr(fusion, '_combine', lambda *a, **kw: calls.append(1) or real(*a, **kw))
     else:  # one C++ call for the layer
-        ext = fusion.cpu_ext()
-
-        class Spy:
-            def __getattr__(self, name):
-                return getattr(ext, name)
-
-            def mixed_conv(self, *args):
-                calls.append(1)
-                return ext.mixed_conv(*args)
-
-        monkeypatch.setattr(fusion, 'cpu_ext', lambda: Spy())
+        calls = ext_calls('mixed_conv')
     x = torch.randn(batch, 8, 11, 10)
     with torch.no_grad():
         loop = layer(x)
