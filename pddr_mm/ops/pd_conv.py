@@ -300,7 +300,9 @@ class PDConv2d(BaseModule):
             dense_branch, extra_specs = self._deploy_layout()
             extra_branches = [i for i, _ in extra_specs]
             folded = list(zip(_folded(kernels, scales), groups))
-            self.fused_weight = nn.Parameter(self._dense_per_branch(folded, dense_branch))
+            # the dense kernels of the branches in _deploy_layout() order, stacked along the output axis:
+            # (B * out, in, kh, kw), 4-D so that model.to(memory_format=torch.channels_last) can convert it
+            self.fused_weight = nn.Parameter(self._dense_per_branch(folded, dense_branch).flatten(0, 1))
             # a grouped branch is one part, kept in its compact shape
             self.fused_extra = nn.ParameterList([nn.Parameter(kernel.clone()) for (kernel, _), (branch, _, _)
                                                  in zip(folded, specs) if branch in extra_branches])
@@ -317,6 +319,10 @@ class PDConv2d(BaseModule):
         has_branches = any(k.startswith('branches.') for k in keys)
         has_fused = any(k.startswith(('fused_conv.', 'fused_weight', 'fused_extra.', 'fused_bias')) for k in keys)
         where = prefix[:-1] or 'PDConv2d'
+        stacked = state_dict.get(prefix + 'fused_weight')
+        if self.deployed and self.mode == 'B' and stacked is not None and stacked.dim() == 5:
+            # deploy checkpoints written before the kernels were stored 4-D: (B, out, in, kh, kw)
+            state_dict[prefix + 'fused_weight'] = stacked.flatten(0, 1)
         if self.deployed and has_branches and not has_fused:
             raise RuntimeError(
                 f'{where}: the model is built in deploy (fused) form but the checkpoint holds training '
@@ -340,7 +346,7 @@ class PDConv2d(BaseModule):
             if self.mode == 'A':
                 return self.fused_conv(x)
             groups, branches = self._mix_layout
-            return self._mixed_conv(x, [*self.fused_weight, *self.fused_extra], groups, branches, None,
+            return self._mixed_conv(x, self._stored_kernels(), groups, branches, None,
                                     self.fused_bias)
         if self._use_fused_path():
             kernels, groups, scales, biases = self.branch_parts()
@@ -402,7 +408,11 @@ class PDConv2d(BaseModule):
             raise ValueError(f'weights must be (N, {len(self.branch_names)}), got {tuple(weights.shape)}')
         groups, branches = self._mix_layout
         coefs = weights.t()[branches].unsqueeze(-1).expand(-1, -1, self.out_channels)
-        return [*self.fused_weight, *self.fused_extra], coefs, list(groups), self.in_channels, self.kernel_size
+        return self._stored_kernels(), coefs, list(groups), self.in_channels, self.kernel_size
+
+    def _stored_kernels(self) -> List[Tensor]:
+        """A deployed PD-B layer's kernels, (out, in / groups, kh, kw) each, in ``_mix_layout`` order."""
+        return [*self.fused_weight.split(self.out_channels), *self.fused_extra]
 
     def _sample_bias(self, bias: Tensor) -> Tensor:
         return bias if self.bias is None else bias + self.bias

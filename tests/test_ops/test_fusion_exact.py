@@ -255,7 +255,7 @@ def test_deployed_pd_b_cpu_inference_loop_equals_grouped_form(batch, per_pass, o
         with torch.no_grad():
             layer.bias.normal_()
     switch_to_deploy(layer)
-    monkeypatch.setattr(pd_conv, 'MIX_BUFFER_BYTES', per_pass * layer.fused_weight[0].numel() * 4)
+    monkeypatch.setattr(pd_conv, 'MIX_BUFFER_BYTES', per_pass * 12 * 8 * 3 * 3 * 4)  # per_pass kernels (out, in, 3, 3)
     calls = []
     if combine_form == 'torch':  # one combine per pass
         real = fusion._combine
@@ -307,6 +307,33 @@ def test_sample_kernels_are_the_kernels_the_deployed_forward_convolves_with(comb
     switch_to_deploy(pd_a)
     with pytest.raises(RuntimeError, match='deployed PD-B'):
         pd_a.sample_kernels(weights.float())
+
+
+def test_deployed_pd_b_model_converts_to_channels_last(combine_form):
+    """``model.to(memory_format=torch.channels_last)`` converts every 4-D parameter and fails on 5-D ones: a
+    deployed PD-B layer stores its kernels 4-D, so it converts and gives the same outputs."""
+    layer = make_layer('B')
+    switch_to_deploy(layer)
+    x = torch.randn(2, 8, 9, 9)
+    with torch.no_grad():
+        expected = layer(x)
+        layer.to(memory_format=torch.channels_last)
+        assert layer.fused_weight.is_contiguous(memory_format=torch.channels_last)
+        assert max_rel_error(layer(x.to(memory_format=torch.channels_last)), expected) <= 1e-6
+        assert max_rel_error(layer(x), expected) <= 1e-6
+
+
+def test_deploy_checkpoint_with_5d_stored_kernels_still_loads():
+    """Deploy checkpoints written before the kernels were stored 4-D hold them as (B, out, in, kh, kw)."""
+    layer = make_layer('B')
+    switch_to_deploy(layer)
+    state = layer.state_dict()
+    state['fused_weight'] = state['fused_weight'].unflatten(0, (3, 12))
+    fresh = make_layer('B', deploy=True)
+    fresh.load_state_dict(state)
+    x = torch.randn(2, 8, 9, 9)
+    with torch.no_grad():
+        assert torch.equal(fresh.fused_weight, layer.fused_weight) and torch.equal(fresh(x), layer(x))
 
 
 def test_pd_b_cpu_inference_in_channels_last(combine_form):

@@ -120,7 +120,7 @@ def test_fused_pd_b_adds_only_the_refinement_per_sample():
     assert refine_params == (32 * 2 + 2) + (2 * 4 + 4)
     switch_to_deploy(layer)
     # dense: the two standard kernels and the skeleton (its 3x1 and 1x3 summed); compact: the group kernel
-    assert layer.fused_weight.shape == (3, 64, 32, 3, 3) and layer.fused_bias.shape == (4, 64)
+    assert layer.fused_weight.shape == (3 * 64, 32, 3, 3) and layer.fused_bias.shape == (4, 64)
     assert [tuple(p.shape) for p in layer.fused_extra] == [(64, 4, 3, 3)]
 
 
