@@ -384,12 +384,8 @@ class PDConv2d(BaseModule):
             return mixed_conv2d(x, weights, folded, groups, branches, biases, self.bias, self.kernel_size,
                                 self.stride, self.padding, self.dilation, MIX_BUFFER_BYTES)
         bias = self._sample_bias(torch.mm(weights, biases))
-        # part p of sample n, output channel o: weights[n, branch of p] * scales[p, o] (a deployed part has
-        # no scale)
-        part_weights = weights.index_select(1, torch.tensor(branches, device=weights.device)).t().unsqueeze(-1)
-        coefs = (part_weights.expand(-1, -1, self.out_channels) if scales is None else
-                 part_weights * scales.unsqueeze(1))
-        mixed = combine_parts(kernels, coefs, groups, self.in_channels, self.kernel_size)
+        mixed = combine_parts(kernels, self._part_coefs(weights, branches, scales), groups, self.in_channels,
+                              self.kernel_size)
         return per_sample_conv2d(x, mixed, bias, self.stride, self.padding, self.dilation)
 
     @torch.no_grad()
@@ -407,8 +403,14 @@ class PDConv2d(BaseModule):
         if weights.dim() != 2 or weights.shape[1] != len(self.branch_names):
             raise ValueError(f'weights must be (N, {len(self.branch_names)}), got {tuple(weights.shape)}')
         groups, branches = self._mix_layout
-        coefs = weights.t()[branches].unsqueeze(-1).expand(-1, -1, self.out_channels)
+        coefs = self._part_coefs(weights, branches)
         return self._stored_kernels(), coefs, list(groups), self.in_channels, self.kernel_size
+
+    def _part_coefs(self, weights: Tensor, branches: List[int], scales: Optional[Tensor] = None) -> Tensor:
+        """(P, N, out) mixing coefficients: part p of sample n, output channel o gets weights[n, branches[p]]
+        times scales[p, o], the BN scale of the part (None once folded: a deployed part has no scale)."""
+        part_weights = weights.index_select(1, torch.tensor(branches, device=weights.device)).t().unsqueeze(-1)
+        return part_weights.expand(-1, -1, self.out_channels) if scales is None else part_weights * scales.unsqueeze(1)
 
     def _stored_kernels(self) -> List[Tensor]:
         """A deployed PD-B layer's kernels, (out, in / groups, kh, kw) each, in ``_mix_layout`` order."""
