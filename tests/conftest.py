@@ -24,11 +24,11 @@ def combine_form(request, monkeypatch):
 
 @pytest.fixture
 def ext_calls(monkeypatch):
-    """``ext_calls(name)``: from then on, calls of the C++ op module's function ``name`` are counted in the
-    returned list (the module is wrapped, so every other function works as before)."""
+    """``ext_calls(*names)``: from then on, every call of one of the C++ op module's functions ``names`` adds
+    its name to the returned list (the module is wrapped, so every other function works as before)."""
     from pddr_mm.ops import fusion
 
-    def spy(name):
+    def spy(*names):
         ext = fusion.cpu_ext()
         if ext is None:
             pytest.skip('the C++ combine op is not built')
@@ -38,11 +38,14 @@ def ext_calls(monkeypatch):
             def __getattr__(self, attr):
                 return getattr(ext, attr)
 
-        def counted(*args):
-            calls.append(1)
-            return getattr(ext, name)(*args)
+        def counted(name):
+            def call(*args):
+                calls.append(name)
+                return getattr(ext, name)(*args)
+            return staticmethod(call)
 
-        setattr(Spy, name, staticmethod(counted))
+        for name in names:
+            setattr(Spy, name, counted(name))
         monkeypatch.setattr(fusion, 'cpu_ext', lambda: Spy())
         return calls
     return spy
