@@ -21,8 +21,6 @@ setup(
     long_description=readme(),
     long_description_content_type='text/markdown',
     packages=find_packages(exclude=('configs', 'tools', 'tests')),
-    # the C++ combine op is compiled on first use (pddr_mm/ops/cpu_ext.py), so its source ships as data
-    package_data={'pddr_mm.ops': ['csrc/*.cpp']},
     python_requires='>=3.8',
     install_requires=[
         'torch>=1.8',

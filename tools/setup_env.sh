@@ -71,11 +71,4 @@ else
   pip_ --no-deps --no-build-isolation -e .
 fi
 if ! "$PY" -c "import pytest" 2>/dev/null; then pip_ pytest; fi
-# PDDR's C++ combine op (CPU) compiles on first use and is cached per user; building it here keeps that
-# (about 40 s on 2 cores) out of the first training run. Nothing is rebuilt when it is current.
-log "building pddr_mm's C++ combine op (cached after the first time)"
-"$PY" -c "
-from pddr_mm.ops.cpu_ext import cpu_ext
-assert cpu_ext() is not None, 'the C++ combine op did not build: see the warning above'
-"
 log "done"

@@ -14,7 +14,7 @@ from mmengine.config import Config
 from mmengine.runner import load_checkpoint
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..ops import fusion, pd_conv
+from ..ops import PDConv2d, mix_kernels
 from .checkpoint import build_model
 from .configs import to_plain_config
 from .inputs import is_detector, make_inputs
@@ -77,15 +77,11 @@ def build_variants(cfg: Config, checkpoint: Optional[str], device: torch.device)
 
 
 def kernel_mixing(model: nn.Module, inputs: torch.Tensor, samples: list) -> Optional[Tuple[Callable[[], None], int]]:
-    """For a model with deployed PD-B layers: a function that mixes every such layer's per-sample kernels
-    for ``inputs``, as its forward does (same op, same buffer, same passes), and nothing else; and the
-    number of layers. None without such layers.
-
-    A fused PD-B forward runs the plain network's convolutions (without its BNs) plus this mixing, so its
-    time against the baseline's, measured in the same run, shows how much of the fused/baseline ratio the
-    mixing alone takes on this machine.
+    """For a model with deployed PD-B layers: a function that mixes every such layer's per-sample kernels for
+    ``inputs`` (``mix_kernels``, as the forward does), and nothing else; and the number of layers. None
+    without such layers. Timed next to the forward, it shows how much of PD-B's cost the mixing takes.
     """
-    layers = [m for m in model.modules() if isinstance(m, pd_conv.PDConv2d) and m.deployed and m.mode == 'B']
+    layers = [m.fused for m in model.modules() if isinstance(m, PDConv2d) and m.deployed and m.mode == 'B']
     if not layers:
         return None
     weights = {}
@@ -96,20 +92,13 @@ def kernel_mixing(model: nn.Module, inputs: torch.Tensor, samples: list) -> Opti
     finally:
         for h in hooks:
             h.remove()
-    jobs, reached = [], [m for m in layers if m in weights]  # a head may hold layers mode='tensor' skips
-    for m in reached:
-        w = weights[m]
-        shape = (m.out_channels, m.in_channels) + m.kernel_size
-        chunk = fusion.samples_per_pass(w.shape[0], shape, w.element_size(), pd_conv.MIX_BUFFER_BYTES)
-        # the arguments are built once: what is timed is the mixing, not the Python that prepares it
-        jobs += [(m.mixing_args(w[start:start + chunk]), (min(chunk, w.shape[0] - start), ) + shape, w)
-                 for start in range(0, w.shape[0], chunk)]
+    jobs = [(weights[m], m.branch_kernels()) for m in layers if m in weights]  # a head may skip some in tensor mode
 
     def fn() -> None:
         with torch.no_grad():
-            for args, shape, like in jobs:
-                fusion.combine_parts(*args, out=fusion.kernel_workspace(shape, like))
-    return fn, len(reached)
+            for w, kernels in jobs:
+                mix_kernels(w, kernels)
+    return fn, len(jobs)
 
 
 def benchmark_inference(models: Dict[str, nn.Module], batch_size: int, shape: Tuple[int, int], repeat: int,

@@ -8,11 +8,11 @@ from ..ops import PD_ARGS
 
 
 def pd_args(mode: str = 'A', branches: Sequence[str] = ('standard', 'standard', 'group', 'skeleton'),
-            branch_groups: int = 64, reduction: int = 16, forward_path: str = 'auto',
+            branch_groups: int = 64, reduction: int = 16, temperature: float = 1.0, forward_path: str = 'auto',
             deploy: bool = False) -> Dict:
     """The PDDR keyword arguments (exactly ``pddr_mm.ops.PD_ARGS``) as one dict for PDConv2d."""
     args = dict(mode=mode, branches=tuple(branches), branch_groups=branch_groups, reduction=reduction,
-                forward_path=forward_path, deploy=deploy)
+                temperature=temperature, forward_path=forward_path, deploy=deploy)
     assert tuple(args) == tuple(PD_ARGS), 'pd_args() must list exactly pddr_mm.ops.PD_ARGS'
     return args
 
@@ -25,10 +25,10 @@ def to_pd_conv_module(module: ConvModule, pd_kwargs: Dict) -> ConvModule:
     after the branch BNs would duplicate their shift.
     """
     conv = module.conv
-    if not isinstance(conv, nn.Conv2d) or conv.groups != 1:
-        raise ValueError(f'only dense nn.Conv2d convs can become PDConv2d, got {conv!r}')
+    if not isinstance(conv, nn.Conv2d):
+        raise ValueError(f'only nn.Conv2d convs can become PDConv2d, got {conv!r}')
     norm_cfg = dict(module.norm_cfg) if module.with_norm else dict(type='BN')
     conv_cfg = dict(type='PDConv2d', norm_cfg=norm_cfg, **pd_kwargs)
     return ConvModule(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
-                      padding=conv.padding, dilation=conv.dilation, bias=False, conv_cfg=conv_cfg,
+                      padding=conv.padding, dilation=conv.dilation, groups=conv.groups, bias=False, conv_cfg=conv_cfg,
                       norm_cfg=None, act_cfg=module.act_cfg, inplace=module.inplace, order=module.order)

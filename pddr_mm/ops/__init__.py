@@ -1,9 +1,14 @@
+from .branches import BRANCHES, Branch, ConvBN, LayerSpec, build_branch, filter_branches
 from .deploy import is_deployed, switch_to_deploy
-from .fusion import add_kernel_, bn_scale_shift, combine_parts, fold_bn, merge_parts, per_sample_conv2d
-from .pd_conv import BRANCH_TYPES, DEFAULT_BRANCHES, PD_ARGS, PDConv2d
+from .fusion import (bn_scale_shift, fold_bn, identity_kernel, mix_kernels, mixed_conv2d, pad_to_window,
+                     per_sample_conv2d, to_layer_groups)
+from .mixed_conv import MixedConv2d
+from .pd_conv import DEFAULT_BRANCHES, PD_ARGS, PDConv2d
 from .refine import Refinement
 
 __all__ = [
-    'PDConv2d', 'Refinement', 'switch_to_deploy', 'is_deployed', 'bn_scale_shift', 'fold_bn', 'add_kernel_', 'merge_parts',
-    'combine_parts', 'per_sample_conv2d', 'BRANCH_TYPES', 'DEFAULT_BRANCHES', 'PD_ARGS'
+    'PDConv2d', 'MixedConv2d', 'Refinement', 'BRANCHES', 'Branch', 'ConvBN', 'LayerSpec', 'build_branch',
+    'filter_branches', 'switch_to_deploy', 'is_deployed', 'bn_scale_shift', 'fold_bn', 'pad_to_window',
+    'to_layer_groups', 'identity_kernel', 'mix_kernels', 'mixed_conv2d', 'per_sample_conv2d', 'DEFAULT_BRANCHES',
+    'PD_ARGS'
 ]

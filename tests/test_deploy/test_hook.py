@@ -48,13 +48,13 @@ def test_training_untouched_and_fused_validation(tmp_path, monkeypatch):
     layers = [m for m in model.modules() if isinstance(m, PDConv2d)]
     assert layers and not any(m.deployed for m in layers) and all(hasattr(m, 'branches') for m in layers)
     model.train()
-    before = layers[0].branches[0].conv.weight.detach().clone()
+    before = layers[0].branches[0].conv_bn.conv.weight.detach().clone()
     data = model.data_preprocessor(next(iter(runner.train_dataloader)), True)
     loss = sum(v for k, v in model(**data, mode='loss').items() if 'loss' in k)
     loss.backward()
-    assert layers[0].branches[0].conv.weight.grad.abs().sum() > 0
+    assert layers[0].branches[0].conv_bn.conv.weight.grad.abs().sum() > 0
     runner.optim_wrapper.step()
-    assert not torch.equal(before, layers[0].branches[0].conv.weight)
+    assert not torch.equal(before, layers[0].branches[0].conv_bn.conv.weight)
     assert osp.isfile(osp.join(runner.work_dir, 'epoch_1.pth'))
 
 
@@ -117,7 +117,7 @@ def corrupting_fusion(real):
         num = real(model)
         layer = [m for m in model.modules() if isinstance(m, PDConv2d)][-1]
         with torch.no_grad():
-            layer.fused_weight.add_(torch.randn_like(layer.fused_weight))
+            layer.fused.weight.add_(torch.randn_like(layer.fused.weight))
         return num
 
     return fuse_and_corrupt

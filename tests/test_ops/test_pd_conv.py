@@ -8,6 +8,7 @@ from mmcv.cnn import ConvModule, build_conv_layer
 from mmengine.registry import DefaultScope
 
 from pddr_mm import PDConv2d, switch_to_deploy
+from pddr_mm.ops import MixedConv2d
 from pddr_mm.testing import max_rel_error, randomize_bn
 
 
@@ -39,25 +40,33 @@ def test_conv_module_takes_pdconv_as_conv_cfg():
 
 
 @pytest.mark.parametrize('kwargs,words', [
-    (dict(in_channels=48, out_channels=64, branch_groups=64), ['branch_groups=64', 'in_channels=48']),
+    (dict(in_channels=48, out_channels=64, branch_groups=64), ["'group'", 'branch_groups=64', 'in_channels=48']),
     (dict(kernel_size=4), ['kernel_size', 'odd']),
-    (dict(kernel_size=1), ['kernel_size', 'odd']),
     (dict(norm_cfg=dict(type='GN', num_groups=8)), ['norm_cfg', "'GN'", 'BN']),
     (dict(norm_cfg=dict(type='LN')), ['norm_cfg', "'LN'"]),
     (dict(norm_cfg=dict(type='BN', track_running_stats=False)), ['norm_cfg', "'BN'"]),
-    (dict(branches=('standard', 'dense')), ['branches', "'dense'", 'skeleton']),
+    (dict(branches=('standard', 'dense')), ["'dense'", 'skeleton', 'register']),
+    (dict(branches=('standard', 5)), ['registered name or a dict']),
     (dict(branches=()), ['branches', 'non-empty']),
     (dict(branches='standard'), ['branches']),
     (dict(mode='C'), ['mode', "'A'", "'B'"]),
     (dict(mode='B', branches=('standard', )), ["mode='B'", 'two branches']),
-    (dict(groups=2), ['groups', 'branch_groups']),
+    (dict(groups=3), ['groups=3', 'divide']),
+    (dict(groups=2, branch_groups=3), ["'group'", 'branch_groups=3', 'multiple']),
+    (dict(groups=64, branches=('standard', 'group')), ["'group'", 'depthwise']),
+    (dict(kernel_size=1, padding=0, branches=('standard', 'skeleton')), ["'skeleton'", '3x3']),
+    (dict(kernel_size=1, padding=0, branches=('standard', 'pointwise')), ["'pointwise'", '1x1']),
+    (dict(out_channels=32, branches=('standard', 'identity')), ["'identity'", 'in_channels == out_channels']),
+    (dict(stride=2, branches=('standard', 'identity')), ["'identity'", 'stride']),
     (dict(padding=-1), ['padding']),
     (dict(stride=0), ['stride']),
     (dict(reduction=0), ['reduction']),
+    (dict(temperature=0), ['temperature']),
     (dict(forward_path='fast'), ['forward_path', "'auto'"]),
 ])
-def test_bad_configuration_raises_clear_value_error(kwargs, words):
-    args = dict(in_channels=64, out_channels=64, kernel_size=3, padding=1)
+@pytest.mark.parametrize('deploy', [False, True])
+def test_bad_configuration_raises_clear_value_error(kwargs, words, deploy):
+    args = dict(in_channels=64, out_channels=64, kernel_size=3, padding=1, deploy=deploy)
     args.update(kwargs)
     with pytest.raises(ValueError) as info:
         PDConv2d(**args)
@@ -95,10 +104,12 @@ def test_fusion_is_idempotent_and_leaves_no_branch_state(mode):
     keys = set(model.state_dict())
     assert not any('branches' in k or 'bn' in k for k in keys), keys
     if mode == 'A':
-        assert all(isinstance(m, nn.Conv2d) for m in (model[0].fused_conv, model[1].fused_conv))
-        assert keys == {f'{i}.fused_conv.{p}' for i in range(2) for p in ('weight', 'bias')}
+        assert all(type(m.fused) is nn.Conv2d for m in model)
+        assert keys == {f'{i}.fused.{p}' for i in range(2) for p in ('weight', 'bias')}
     else:
-        assert all(k.split('.')[1] in ('refine', 'fused_weight', 'fused_extra', 'fused_bias') for k in keys), keys
+        assert all(type(m.fused) is MixedConv2d for m in model)
+        assert keys == {f'{i}.fused.{p}' for i in range(2) for p in
+                        ('weight', 'bias', 'refine.fc1.weight', 'refine.fc1.bias', 'refine.fc2.weight', 'refine.fc2.bias')}
 
 
 def test_fused_pd_a_costs_a_plain_conv():
@@ -112,16 +123,15 @@ def test_fused_pd_a_costs_a_plain_conv():
     assert fused_info['flops'] == plain_info['flops'] > 0
 
 
-def test_fused_pd_b_adds_only_the_refinement_per_sample():
-    """PD-B: each sample meets one kernel of a plain conv's size; the deploy form also stores the
-    folded branch kernels it mixes from (the group kernel in its compact shape)."""
-    layer = PDConv2d(32, 64, 3, padding=1, mode='B', branch_groups=8).eval()
+def test_fused_pd_b_stores_one_kernel_per_branch_and_the_refinement():
+    """PD-B: each sample meets one kernel of a plain conv's size, mixed from the folded branch kernels
+    (each in the layer's window and grouping) with the refinement's weights."""
+    layer = PDConv2d(32, 64, 3, padding=1, groups=2, mode='B', branch_groups=8).eval()
     refine_params = sum(p.numel() for p in layer.refine.parameters())
     assert refine_params == (32 * 2 + 2) + (2 * 4 + 4)
     switch_to_deploy(layer)
-    # dense: the two standard kernels and the skeleton (its 3x1 and 1x3 summed); compact: the group kernel
-    assert layer.fused_weight.shape == (3 * 64, 32, 3, 3) and layer.fused_bias.shape == (4, 64)
-    assert [tuple(p.shape) for p in layer.fused_extra] == [(64, 4, 3, 3)]
+    assert layer.fused.weight.shape == (4 * 64, 16, 3, 3) and layer.fused.bias.shape == (4, 64)
+    assert sum(p.numel() for p in layer.fused.refine.parameters()) == refine_params
 
 
 @pytest.mark.parametrize('mode', ['A', 'B'])

@@ -108,7 +108,7 @@ def collect_branch_weights(config: str, checkpoint: Optional[str], num_images: i
             match = re.search(r'layer(\d+)', name)
             stage = f'stage {match.group(1)}' if match else name.rsplit('.', 1)[0]
             names[stage] = module.branch_names
-            hooks.append(module.refine.register_forward_hook(
+            hooks.append(module.refinement.register_forward_hook(
                 lambda mod, inp, out, stage=stage: records[stage].append(out.detach().cpu())))
     if not hooks:
         return OrderedDict()

@@ -75,7 +75,7 @@ class PDResNet(ResNet):
 
     Every 3x3 conv of the residual blocks (BasicBlock conv1/conv2, Bottleneck conv2) is a PDConv2d whose
     branch BNs, built with ``norm_cfg``, replace that conv's BN. The PDDR arguments are PDConv2d's:
-    ``mode``, ``branches``, ``branch_groups``, ``reduction``, ``forward_path``, ``deploy``.
+    ``mode``, ``branches``, ``branch_groups``, ``reduction``, ``temperature``, ``forward_path``, ``deploy``.
 
     A plain ResNet checkpoint (torchvision/mmdet/mmpretrain naming) loads directly, e.g. through
     ``init_cfg=dict(type='Pretrained', checkpoint=...)``: its block convs and BNs are mapped to an
@@ -99,14 +99,15 @@ class PDResNet(ResNet):
                  branches: Sequence[str] = DEFAULT_BRANCHES,
                  branch_groups: int = 64,
                  reduction: int = 16,
+                 temperature: float = 1.0,
                  forward_path: str = 'auto',
                  deploy: bool = False,
                  **kwargs) -> None:
         if dcn is not None:
             raise ValueError(_DCN_ERROR)
         # make_res_layer runs inside ResNet.__init__, so the PDDR arguments must be set first
-        object.__setattr__(self, 'pd_kwargs', pd_args(mode, branches, branch_groups, reduction, forward_path,
-                                                      deploy))
+        object.__setattr__(self, 'pd_kwargs', pd_args(mode, branches, branch_groups, reduction, temperature,
+                                                      forward_path, deploy))
         super().__init__(depth, *args, **kwargs)
         self._set_zero_init_residual(kwargs)
 
@@ -139,6 +140,6 @@ class PDResNet(ResNet):
                         continue
                     template = {conv_prefix + k: v for k, v in conv.state_dict().items()}
                     plain_to_pd_layer(state_dict, conv_prefix, f'{block_prefix}{norm_name}.', conv.mode,
-                                      conv.branch_names, conv.branch_groups, self.pd_kwargs['reduction'],
+                                      conv.branch_cfgs, conv.branch_groups, self.pd_kwargs['reduction'],
                                       template=template)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

@@ -8,51 +8,51 @@ by 1/S for PD-A (S standard branches summed) and by B/S for PD-B, whose refineme
 checkpoint (``init_cfg=dict(type='Pretrained', ...)``, ``load_from``) and by
 ``tools/model_converters/plain_to_pd.py``.
 """
-import math
 import re
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
-from ...ops import DEFAULT_BRANCHES
+from ...ops import DEFAULT_BRANCHES, PDConv2d
 
 BN_KEYS = ('weight', 'bias', 'running_mean', 'running_var', 'num_batches_tracked')
 # a 3x3 conv of a residual block and the BN after it, as mmdet/mmpretrain/torchvision ResNets name them
 _BLOCK_CONV = re.compile(r'^(?P<block>(?:.*\.)?layer\d+\.\d+\.)conv(?P<idx>\d+)\.weight$')
 
 
-def _kaiming(shape: Sequence[int], gen: torch.Generator) -> Tensor:
-    """Kaiming-normal (fan_out, ReLU), the init PDConv2d gives its branch convs."""
-    fan_out = shape[0] * math.prod(shape[2:])
-    return torch.randn(*shape, generator=gen) * math.sqrt(2.0 / fan_out)
-
-
-def _linear(out_f: int, in_f: int, gen: torch.Generator) -> Tuple[Tensor, Tensor]:
-    """nn.Linear's default init (uniform in +-1/sqrt(in_features))."""
-    bound = 1.0 / math.sqrt(in_f)
-    return ((torch.rand(out_f, in_f, generator=gen) * 2 - 1) * bound,
-            (torch.rand(out_f, generator=gen) * 2 - 1) * bound)
+def _template(weight: Tensor, mode: str, branches: Sequence, branch_groups: int, reduction: int, groups: int,
+              seed: int) -> Dict[str, Tensor]:
+    """The state of a freshly initialised PDConv2d of the plain kernel's shape (drawn from ``seed``)."""
+    out_c, in_per_group, kh, kw = weight.shape
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        layer = PDConv2d(in_per_group * groups, out_c, (kh, kw), padding=(kh // 2, kw // 2), groups=groups,
+                         mode=mode, branches=branches, branch_groups=branch_groups, reduction=reduction)
+        layer.init_weights()
+    return layer.state_dict()
 
 
 def plain_to_pd_layer(state_dict: Dict[str, Tensor],
                       conv_prefix: str,
                       norm_prefix: str,
                       mode: str = 'A',
-                      branches: Sequence[str] = DEFAULT_BRANCHES,
+                      branches: Sequence = DEFAULT_BRANCHES,
                       branch_groups: int = 64,
                       reduction: int = 16,
                       template: Optional[Dict[str, Tensor]] = None,
-                      seed: int = 0) -> None:
+                      seed: int = 0,
+                      groups: int = 1) -> None:
     """Replace, in place, a plain conv (``conv_prefix + 'weight'``) and its BN (``norm_prefix + ...``)
     by the state of an equivalent PDConv2d at ``conv_prefix``.
 
-    ``template`` (a PDConv2d's own ``state_dict()``) supplies the tensors that carry no plain
-    information (non-standard branch kernels, the refinement's ``fc1``); without it they are drawn
-    with PDConv2d's initialisation from ``seed``.
+    ``template`` is the PDConv2d's own ``state_dict()`` (keys with or without ``conv_prefix``); it supplies
+    every tensor that carries no plain information, whatever the branch types. Without it one is drawn
+    from ``seed`` (``groups``: the plain conv's groups).
     """
     branches = tuple(branches)
-    num_std = branches.count('standard')
+    names = [b if isinstance(b, str) else b['type'] for b in branches]
+    num_std = names.count('standard')
     if num_std == 0:
         raise ValueError(f"starting from plain weights needs a 'standard' branch, got branches={branches}")
     scale = len(branches) / num_std if mode == 'B' else 1.0 / num_std
@@ -61,48 +61,30 @@ def plain_to_pd_layer(state_dict: Dict[str, Tensor],
     missing = [k for k in ('weight', 'bias', 'running_mean', 'running_var') if k not in bn]
     if missing:
         raise KeyError(f'plain BN {norm_prefix!r} lacks {missing}: cannot start {conv_prefix!r} from it')
-    out_c, in_c, kh, kw = weight.shape
-    gen = torch.Generator().manual_seed(seed)
-    template = template or {}
-
-    def fill(key: str, shape: Sequence[int]) -> Tensor:
-        t = template.get(key)
-        return t.detach().clone().to(weight) if t is not None else _kaiming(shape, gen).to(weight)
-
-    def zero_bn(key: str) -> None:
-        state_dict[key + 'weight'] = torch.zeros_like(bn['weight'])
-        state_dict[key + 'bias'] = torch.zeros_like(bn['bias'])
-        state_dict[key + 'running_mean'] = torch.zeros_like(bn['running_mean'])
-        state_dict[key + 'running_var'] = torch.ones_like(bn['running_var'])
-        if 'num_batches_tracked' in bn:
-            state_dict[key + 'num_batches_tracked'] = torch.zeros_like(bn['num_batches_tracked'])
-
-    for i, name in enumerate(branches):
-        key = f'{conv_prefix}branches.{i}.'
+    if template is None:
+        template = _template(weight, mode, branches, branch_groups, reduction, groups, seed)
+    template = {k[len(conv_prefix):] if k.startswith(conv_prefix) else k: v for k, v in template.items()}
+    new = {k: v.detach().clone().to(weight) if v.is_floating_point() else v.clone() for k, v in template.items()}
+    # every BN of a branch other than a standard one outputs 0 in eval mode: gamma = beta = 0
+    for key in [k[:-len('running_mean')] for k in new if k.endswith('running_mean')]:
+        new[key + 'weight'].zero_()
+        new[key + 'bias'].zero_()
+        new[key + 'running_mean'].zero_()
+        new[key + 'running_var'].fill_(1)
+    # the standard branches carry the plain conv and BN, gamma and beta scaled so that their sum (PD-A) or
+    # their mix with uniform weights (PD-B) is the plain output
+    for i, name in enumerate(names):
         if name == 'standard':
-            state_dict[key + 'conv.weight'] = weight.clone()
+            key = f'branches.{i}.conv_bn.'
+            new[key + 'conv.weight'] = weight.clone()
             for k, v in bn.items():
-                state_dict[key + 'bn.' + k] = v * scale if k in ('weight', 'bias') else v.clone()
-        elif name == 'group':
-            state_dict[key + 'conv.weight'] = fill(key + 'conv.weight', (out_c, in_c // branch_groups, kh, kw))
-            zero_bn(key + 'bn.')
-        elif name == 'skeleton':
-            for part, shape in (('ver', (out_c, in_c, kh, 1)), ('hor', (out_c, in_c, 1, kw))):
-                state_dict[f'{key}{part}.conv.weight'] = fill(f'{key}{part}.conv.weight', shape)
-                zero_bn(f'{key}{part}.bn.')
-        else:
-            raise ValueError(f'unknown branch {name!r}')
-    if mode == 'B':
-        hidden = max(in_c // reduction, 1)
-        key = conv_prefix + 'refine.'
-        if key + 'fc1.weight' in template:
-            w1, b1 = template[key + 'fc1.weight'], template[key + 'fc1.bias']
-        else:
-            w1, b1 = _linear(hidden, in_c, gen)
-        state_dict[key + 'fc1.weight'] = w1.detach().clone().to(weight)
-        state_dict[key + 'fc1.bias'] = b1.detach().clone().to(weight)
-        state_dict[key + 'fc2.weight'] = weight.new_zeros(len(branches), hidden)
-        state_dict[key + 'fc2.bias'] = weight.new_zeros(len(branches))
+                new[key + 'bn.' + k] = v * scale if k in ('weight', 'bias') else v.clone()
+    if mode == 'B':  # a zero last layer: softmax weights exactly 1 / branches
+        new['refine.fc2.weight'].zero_()
+        new['refine.fc2.bias'].zero_()
+    if 'bias' in new:
+        new['bias'].zero_()
+    state_dict.update({conv_prefix + k: v for k, v in new.items()})
 
 
 def find_block_convs(state_dict: Dict[str, Tensor]) -> List[Tuple[str, str]]:

@@ -23,12 +23,13 @@ class PDRetinaHead(RetinaHead):
                  branches: Sequence[str] = DEFAULT_BRANCHES,
                  branch_groups: int = 64,
                  reduction: int = 16,
+                 temperature: float = 1.0,
                  forward_path: str = 'auto',
                  deploy: bool = False,
                  **kwargs) -> None:
         # _init_layers runs inside RetinaHead.__init__, so the PDDR arguments must be set first
-        object.__setattr__(self, 'pd_kwargs', pd_args(mode, branches, branch_groups, reduction, forward_path,
-                                                      deploy))
+        object.__setattr__(self, 'pd_kwargs', pd_args(mode, branches, branch_groups, reduction, temperature,
+                                                      forward_path, deploy))
         super().__init__(*args, **kwargs)
 
     def _init_layers(self) -> None:

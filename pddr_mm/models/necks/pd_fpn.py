@@ -23,9 +23,10 @@ class PDFPN(FPN):
                  branches: Sequence[str] = DEFAULT_BRANCHES,
                  branch_groups: int = 64,
                  reduction: int = 16,
+                 temperature: float = 1.0,
                  forward_path: str = 'auto',
                  deploy: bool = False,
                  **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.pd_kwargs = pd_args(mode, branches, branch_groups, reduction, forward_path, deploy)
+        self.pd_kwargs = pd_args(mode, branches, branch_groups, reduction, temperature, forward_path, deploy)
         self.fpn_convs = nn.ModuleList(to_pd_conv_module(m, self.pd_kwargs) for m in self.fpn_convs)
