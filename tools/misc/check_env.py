@@ -23,7 +23,6 @@ usable but no matching torchvision can be determined. ``--verify`` prints what i
 exits 1 if anything is.
 """
 import argparse
-import importlib.metadata
 import json
 import os
 import re
