@@ -15,11 +15,9 @@ model = dict(
         strides=(1, 1, 2, 2),  # 32 px crops: the stem leaves 8x8, so keep the first two stages there
         out_indices=(3, ),
         frozen_stages=-1,
-        norm_eval=False,  # from scratch: the branch BNs learn their statistics
         mode='B',
         branch_groups=8,  # divides every block width
-        reduction=4,
-        init_cfg=None),
+        reduction=4),
     neck=dict(type='GlobalAveragePooling'),
     head=dict(
         type='LinearClsHead',

@@ -6,6 +6,7 @@ Fusion check, per family: in eval mode with random BN statistics, the tensors of
 """
 import pytest
 import torch
+from mmpretrain.models.backbones.resnet import ResNet as MMPretrainResNet
 
 import pddr_mm
 from _helpers import (build_classifier, build_detector, cls_batch, det_batch, flatten, load_cfg, set_branches,
@@ -118,9 +119,9 @@ def test_classifier_config(path, num_pd):
     cfg = load_cfg(path)
     assert 'pddr_mm' in cfg.custom_imports['imports']
     assert cfg.train_cfg.max_epochs == 90 and cfg.param_scheduler.milestones == [30, 60]
-    if num_pd:
-        assert cfg.model.backbone.norm_eval is False  # a classifier trains its BNs
     model = build_classifier(cfg.model)
+    # PDResNet in an mmpretrain config is mmpretrain's ResNet: BN trains (norm_eval=False) by default
+    assert isinstance(model.backbone, MMPretrainResNet) and model.backbone.norm_eval is False
     data = cls_batch(size=64)
     losses = train_step(model, data)
     print(f'\n{path}: loss {losses["loss"].item():.4f}', end='')
