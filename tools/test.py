@@ -16,12 +16,16 @@ def parse_args(argv=None):
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--work-dir', help='the directory to save the file containing evaluation metrics')
     parser.add_argument('--out', type=str, help='dump predictions to a pickle file for offline evaluation')
+    parser.add_argument('--show', action='store_true', help='show prediction results')
+    parser.add_argument('--show-dir', help='directory where painted images will be saved; relative paths are '
+                        'inside the timestamped log directory of the work dir')
+    parser.add_argument('--wait-time', type=float, default=2, help='the interval of show (s)')
     parser.add_argument(
         '--deploy',
         action='store_true',
         help='fuse the PDDR branches after the checkpoint is loaded (adds PDDRDeployHook), so the '
         'deployed model is the one evaluated; the fused outputs are checked against the unfused ones on the '
-        'first batch. A deploy config written by tools/deploy.py needs no --deploy')
+        'first batch. A deploy config written by tools/model_converters/reparameterize.py needs no --deploy')
     parser.add_argument(
         '--cfg-options',
         nargs='+',
@@ -34,6 +38,21 @@ def parse_args(argv=None):
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args
+
+
+def trigger_visualization_hook(cfg: Config, args) -> None:
+    """Switch on the config's visualization hook, as mmdet's and mmpretrain's test tools do."""
+    hook = cfg.get('default_hooks', {}).get('visualization')
+    if hook is None:
+        raise ValueError('--show/--show-dir need a visualization hook in default_hooks; mmdet and mmpretrain '
+                         "configs have one: dict(type='DetVisualizationHook') / dict(type='VisualizationHook')")
+    hook['enable'] = True
+    if args.show:
+        hook['show'] = True
+        hook['wait_time'] = args.wait_time
+    if args.show_dir:
+        # mmdet's hook writes test images to test_out_dir, mmpretrain's to out_dir
+        hook['test_out_dir' if 'Det' in str(hook.get('type')) else 'out_dir'] = args.show_dir
 
 
 def main(argv=None):
@@ -54,6 +73,9 @@ def main(argv=None):
         if not any(h.get('type') == 'PDDRDeployHook' for h in hooks):
             hooks.append(dict(type='PDDRDeployHook'))
         cfg.custom_hooks = hooks
+
+    if args.show or args.show_dir:
+        trigger_visualization_hook(cfg, args)
 
     if args.out is not None:
         assert args.out.endswith(('.pkl', '.pickle')), 'The dump file must be a pkl file.'

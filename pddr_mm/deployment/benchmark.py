@@ -276,7 +276,7 @@ def format_report(result: Dict) -> str:
 def run_benchmark(cfg: Config, checkpoint: Optional[str] = None, batch_size: int = 1,
                   shape: Optional[Tuple[int, int]] = None, repeat: int = 50, warmup: int = 10,
                   train: bool = False, device: Optional[str] = None) -> Dict:
-    """Everything ``tools/benchmark.py`` prints, as a dict (also what ``--json`` writes)."""
+    """Everything ``tools/analysis_tools/benchmark.py`` prints, as a dict (also what ``--json`` writes)."""
     device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     models, num = build_variants(cfg, checkpoint, device)
     shape = tuple(shape) if shape else default_shape(models['unfused'])

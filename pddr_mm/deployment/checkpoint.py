@@ -1,4 +1,4 @@
-"""Training checkpoint -> deploy checkpoint + deploy config (``tools/deploy.py``)."""
+"""Training checkpoint -> deploy checkpoint + deploy config (``tools/model_converters/reparameterize.py``)."""
 import os
 import os.path as osp
 from typing import Dict, Tuple

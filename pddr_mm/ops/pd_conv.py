@@ -212,12 +212,12 @@ class PDConv2d(BaseModule):
         if self.deployed and has_branches and not has_fused:
             raise RuntimeError(
                 f'{where}: the model is built in deploy (fused) form but the checkpoint holds training '
-                'branches. Convert the checkpoint first: python tools/deploy.py CONFIG CHECKPOINT, then use '
+                'branches. Convert the checkpoint first: python tools/model_converters/reparameterize.py CONFIG CHECKPOINT, then use '
                 'the deploy config and checkpoint it writes (or build the model without deploy=True).')
         if not self.deployed and has_fused and not has_branches:
             raise RuntimeError(
                 f'{where}: the checkpoint holds fused (deploy) weights but the model is built with training '
-                'branches. Use the deploy config written by tools/deploy.py (deploy=True); fused weights '
+                'branches. Use the deploy config written by tools/model_converters/reparameterize.py (deploy=True); fused weights '
                 'cannot be split back into branches.')
         if not has_branches and not has_fused and 'weight' in keys:
             raise RuntimeError(

@@ -16,8 +16,9 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 def load_tool(name: str):
-    """Import tools/<name>.py as a module (the tools are scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(f'pddr_tool_{name}', osp.join(ROOT, 'tools', f'{name}.py'))
+    """Import tools/<name>.py (e.g. 'analysis_tools/benchmark') as a module: the tools are scripts."""
+    spec = importlib.util.spec_from_file_location(f'pddr_tool_{name.replace("/", "_")}',
+                                                  osp.join(ROOT, 'tools', f'{name}.py'))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

@@ -1,4 +1,4 @@
-"""tools/deploy.py: training checkpoint -> deploy checkpoint + config, identical predictions and metrics."""
+"""tools/model_converters/reparameterize.py: training checkpoint -> deploy checkpoint + config, identical predictions and metrics."""
 import pickle
 
 import pytest
@@ -12,7 +12,7 @@ from pddr_mm.deployment.inputs import make_inputs
 from pddr_mm.ops import PDConv2d, is_deployed
 from pddr_mm.testing import randomize_bn
 
-deploy_tool = load_tool('deploy')
+deploy_tool = load_tool('model_converters/reparameterize')
 test_tool = load_tool('test')
 META = dict(dataset_meta=dict(classes=('a', 'b', 'c')), epoch=3, experiment_name='tiny')
 
@@ -67,13 +67,13 @@ def test_metrics_reproduced_through_runner(cls_files):
 
 def test_training_checkpoint_in_deploy_model_fails_clearly(cls_files):
     tmp, _, ckpt, deploy_cfg, _ = cls_files
-    with pytest.raises(RuntimeError, match=r'training branches\. Convert the checkpoint first: python tools/deploy.py'):
+    with pytest.raises(RuntimeError, match=r'training branches\. Convert the checkpoint first: python tools/model_converters/reparameterize.py'):
         test_tool.main([deploy_cfg, ckpt, '--work-dir', str(tmp / 'wrong1')])
 
 
 def test_deploy_checkpoint_in_training_model_fails_clearly(cls_files):
     tmp, cfg_path, _, _, deploy_ckpt = cls_files
-    expected = r'fused \(deploy\) weights .* Use the deploy config written by tools/deploy.py'
+    expected = r'fused \(deploy\) weights .* Use the deploy config written by tools/model_converters/reparameterize.py'
     with pytest.raises(RuntimeError, match=expected):
         test_tool.main([cfg_path, deploy_ckpt, '--work-dir', str(tmp / 'wrong2')])
 

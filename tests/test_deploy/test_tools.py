@@ -1,5 +1,7 @@
-"""tools/benchmark.py and tools/get_flops.py on tiny generated models (small inputs, 2 repeats)."""
+"""tools/analysis_tools/benchmark.py and tools/analysis_tools/get_flops.py on tiny generated models (small inputs, 2 repeats)."""
 import json
+
+import pytest
 
 import torch
 from deploy_fixtures import CLS_CONFIG, DET_CONFIG, load_tool, write_config
@@ -9,8 +11,8 @@ from pddr_mm.deployment.benchmark import INFER_HEADER, TRAIN_HEADER
 from pddr_mm.deployment.checkpoint import build_model
 from pddr_mm.testing import randomize_bn
 
-benchmark = load_tool('benchmark')
-get_flops = load_tool('get_flops')
+benchmark = load_tool('analysis_tools/benchmark')
+get_flops = load_tool('analysis_tools/get_flops')
 
 
 def header_line(header):
@@ -27,8 +29,8 @@ def test_benchmark_classifier_prints_every_column(tmp_path, capsys):
     model = randomize_bn(build_model(Config.fromfile(cfg_path)), 5)
     torch.save(dict(meta={}, state_dict=model.state_dict()), ckpt)
     out_json = str(tmp_path / 'bench.json')
-    result = benchmark.main([cfg_path, ckpt, '--shape', '32', '32', '--repeat', '2', '--warmup', '1', '--batch-size',
-                             '2', '--train', '--json', out_json])
+    result = benchmark.main([cfg_path, '--checkpoint', ckpt, '--shape', '32', '32', '--repeat-num', '2',
+                             '--num-warmup', '1', '--batch-size', '2', '--train', '--json', out_json])
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert any([c.strip() for c in line.split('|')] == list(INFER_HEADER) for line in lines)
@@ -62,7 +64,7 @@ def test_benchmark_classifier_prints_every_column(tmp_path, capsys):
 
 def test_benchmark_detector_with_training_step(tmp_path, capsys):
     cfg_path = write_config(str(tmp_path / 'tiny_det.py'), DET_CONFIG)
-    result = benchmark.main([cfg_path, '--shape', '64', '64', '--repeat', '2', '--warmup', '0', '--train'])
+    result = benchmark.main([cfg_path, '--shape', '64', '64', '--repeat-num', '2', '--num-warmup', '0', '--train'])
     out = capsys.readouterr().out
     assert len(table_rows(out, 'bn_train ')) == 2 and len(table_rows(out, 'bn_frozen ')) == 2
     assert result['fused_layers'] == 2 and result['inference']['fused']['flops'] is not None
@@ -92,3 +94,18 @@ def test_training_bn_states_override_norm_eval(tmp_path):
     assert all(bn.training for bn in bns)
     set_bn_state(model, frozen=True)
     assert not any(bn.training for bn in bns)
+
+
+def test_test_tool_show_dir_switches_on_the_visualization_hook():
+    """tools/test.py --show-dir, as mmdet's: the config's visualization hook is enabled and told where to
+    write (mmdet's hook takes test_out_dir, mmpretrain's out_dir); a config without one gets a clear error."""
+    test_tool = load_tool('test')
+    args = test_tool.parse_args(['cfg.py', 'ckpt.pth', '--show-dir', 'vis'])
+    det = Config(dict(default_hooks=dict(visualization=dict(type='DetVisualizationHook'))))
+    test_tool.trigger_visualization_hook(det, args)
+    assert det.default_hooks.visualization == dict(type='DetVisualizationHook', enable=True, test_out_dir='vis')
+    cls = Config(dict(default_hooks=dict(visualization=dict(type='VisualizationHook', enable=False))))
+    test_tool.trigger_visualization_hook(cls, args)
+    assert cls.default_hooks.visualization == dict(type='VisualizationHook', enable=True, out_dir='vis')
+    with pytest.raises(ValueError, match='visualization hook'):
+        test_tool.trigger_visualization_hook(Config(dict(default_hooks=dict())), args)

@@ -1,6 +1,6 @@
 """Convert a PDDR training checkpoint into a deploy (fused) checkpoint and write the matching deploy config.
 
-    python tools/deploy.py CONFIG CHECKPOINT [--out-dir DIR]
+    python tools/model_converters/reparameterize.py CONFIG CHECKPOINT [--out-dir DIR]
 
 then ``python tools/test.py DIR/<config>_deploy.py DIR/<checkpoint>_deploy.pth`` gives the same metrics
 as testing the training checkpoint.

@@ -17,12 +17,12 @@ from pddr_mm.deployment.benchmark import format_report, run_benchmark
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config', help='PDDR (training) config')
-    parser.add_argument('checkpoint', nargs='?', help='training checkpoint (default: random weights)')
+    parser.add_argument('--checkpoint', help='training checkpoint (default: random weights)')
     parser.add_argument('--batch-size', type=int, default=1)
     parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
                         help='input size (default 800x1333 for detectors, 224x224 for classifiers)')
-    parser.add_argument('--repeat', type=int, default=50, help='timed repetitions of each model')
-    parser.add_argument('--warmup', type=int, default=10, help='untimed repetitions first')
+    parser.add_argument('--repeat-num', type=int, default=50, help='timed repetitions of each model')
+    parser.add_argument('--num-warmup', type=int, default=10, help='untimed repetitions of each model first')
     parser.add_argument('--train', action='store_true', help='also time training steps and their memory')
     parser.add_argument('--device', help='cpu or cuda (default: cuda where present)')
     parser.add_argument('--json', help='write the figures to this JSON file')
@@ -35,8 +35,8 @@ def main(argv=None):
     cfg = Config.fromfile(args.config)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
-    result = run_benchmark(cfg, args.checkpoint, args.batch_size, args.shape, args.repeat, args.warmup, args.train,
-                           args.device)
+    result = run_benchmark(cfg, args.checkpoint, args.batch_size, args.shape, args.repeat_num, args.num_warmup,
+                           args.train, args.device)
     print(format_report(result))
     if args.json:
         with open(args.json, 'w') as f:
