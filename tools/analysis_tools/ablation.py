@@ -1,0 +1,547 @@
+"""Train variants of one config for several seeds, then summarise the metric as mean ± std.
+
+    python tools/analysis_tools/ablation.py CONFIG --variants plain pd-a pd-b pd-b-anneal --seeds 3 \\
+        [--work-dir DIR] [--cfg-options KEY=VALUE ...] [--metric KEY] [--dry-run]
+
+A variant is ``NAME[:KEY=VALUE,KEY=VALUE...]``. NAME is a preset or a free label; the overrides are
+``--cfg-options`` pairs applied after the preset (a value may be a quoted tuple or list, e.g.
+``s+g:model.backbone.branches="('standard','group')"``; a comma-separated piece without ``=`` continues
+the previous value, ``x:a.b=1,2`` sets ``a.b=[1, 2]``). Presets:
+
+- ``plain``: the plain baseline (every PD* module replaced by its plain type: ``to_plain_config``);
+- ``pd-a`` / ``pd-b``: every PDDR module in mode A / B, no temperature annealing;
+- ``pd-b-anneal``: mode B with ``PDDRTemperatureHook`` (30 -> configured temperature over the first third
+  of training), unless the config already holds one, which is then kept;
+- branch subsets, the seed paper's ablation rows: ``s`` (one standard conv = ``plain``), ``s+s``,
+  ``s+g``, ``s+k``, ``s+g+k``, ``s+s+g+k`` (s: standard, g: group, k: skeleton), in the config's mode.
+
+Seed ``s`` sets ``cfg.randomness.seed = s``. Run ``(variant, seed)`` lives in ``DIR/<variant>/seed<s>/``:
+``config.py`` (the full config it trains), mmengine's logs and checkpoints, ``run.log`` (its console
+output) and, once it is finished and evaluated, ``metrics.json``: the marker that makes a re-run skip
+it. A run without the marker resumes from its last checkpoint (mmengine's ``resume``). Results go to
+``DIR/results.csv`` (one row per run), ``DIR/summary.csv`` and ``DIR/summary.md`` (per variant, mean ±
+sample std over seeds) and ``DIR/summary.png``.
+
+Each run is a subprocess (this script with ``--run-one``): a crash, an out-of-memory kill or a leak in one
+run cannot take the study down or bleed into the next run, and mmengine's process-wide state (the
+visualizer and logger instances by name, MessageHub, the default scope) starts clean every time. The
+subprocess, not ``tools/train.py``, so that the process that trained also writes the final metrics: the
+metric of a run is its evaluation at the end of training (the train loop's last validation, or one run
+after training when a resumed run had nothing left to train).
+"""
+import argparse
+import copy
+import csv
+import json
+import math
+import os
+import os.path as osp
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from mmengine.config import Config, ConfigDict, DictAction
+
+BRANCH_CODES = {'s': 'standard', 'g': 'group', 'k': 'skeleton'}
+NAMED_PRESETS = ('plain', 'pd-a', 'pd-b', 'pd-b-anneal')
+TEMPERATURE_HOOK = 'PDDRTemperatureHook'
+ANNEAL_FRACTION = 1 / 3  # pd-b-anneal anneals over this part of training (DyConv: 10 of its first epochs)
+ANNEAL_START = 30.0
+METRICS_FILE = 'metrics.json'
+_NAME_RE = re.compile(r'^[A-Za-z0-9_.+-]+$')
+
+
+# ---------------------------------------------------------------------------------------------- variants
+@dataclass
+class Variant:
+    """A parsed ``--variants`` entry."""
+    name: str
+    overrides: Dict[str, Any] = field(default_factory=dict)
+    spec: str = ''
+
+    @property
+    def preset(self) -> Optional[str]:
+        return self.name if is_preset(self.name) else None
+
+
+def branch_preset(name: str) -> Optional[Tuple[str, ...]]:
+    """The branches of a shorthand like ``s+g+k`` (None when ``name`` is not one)."""
+    codes = name.split('+')
+    if name and all(c in BRANCH_CODES for c in codes):
+        return tuple(BRANCH_CODES[c] for c in codes)
+    return None
+
+
+def is_preset(name: str) -> bool:
+    return name in NAMED_PRESETS or branch_preset(name) is not None
+
+
+def split_overrides(text: str) -> List[Tuple[str, str]]:
+    """``'a=1,b="(1,2)",c=3,4'`` -> ``[('a', '1'), ('b', '"(1,2)"'), ('c', '3,4')]``.
+
+    Commas inside quotes or brackets never split; a top-level piece without ``=`` belongs to the
+    previous value (a list, as ``--cfg-options key=1,2`` gives).
+    """
+    pieces, depth, quote, cur = [], 0, None, ''
+    for ch in text:
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in '\'"':
+            quote = ch
+        elif ch in '([':
+            depth += 1
+        elif ch in ')]':
+            depth -= 1
+        elif ch == ',' and depth == 0:
+            pieces.append(cur)
+            cur = ''
+            continue
+        cur += ch
+    if quote or depth:
+        raise ValueError(f'unbalanced quotes or brackets in {text!r}')
+    pieces.append(cur)
+    pairs: List[List[str]] = []
+    for piece in pieces:
+        key, eq, value = piece.partition('=')
+        if eq and re.fullmatch(r'[A-Za-z_][\w.]*', key.strip()):
+            pairs.append([key.strip(), value])
+        elif pairs:
+            pairs[-1][1] += ',' + piece
+        else:
+            raise ValueError(f'{piece!r} is not KEY=VALUE')
+    return [(k, v) for k, v in pairs]
+
+
+def parse_variant(spec: str) -> Variant:
+    """``NAME[:KEY=VALUE,...]`` -> Variant; values parsed as ``--cfg-options`` does (DictAction)."""
+    name, _, rest = spec.partition(':')
+    name = name.strip()
+    if not _NAME_RE.match(name):
+        raise ValueError(f'variant {spec!r}: the name {name!r} must be letters, digits and _ . + - only '
+                         '(it names the run directory)')
+    overrides = {}
+    if rest.strip():
+        for key, value in split_overrides(rest):
+            overrides[key] = DictAction._parse_iterable(value.strip())
+    elif not is_preset(name):
+        raise ValueError(f'variant {spec!r} is neither a preset ({", ".join(NAMED_PRESETS)}, or branch codes '
+                         f'like s+g+k) nor NAME:KEY=VALUE,...')
+    return Variant(name, overrides, spec)
+
+
+def parse_variants(specs: Sequence[str]) -> List[Variant]:
+    variants = [parse_variant(s) for s in specs]
+    names = [v.name for v in variants]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f'variant names must be unique (they name the run directories): {dup}')
+    return variants
+
+
+def parse_seeds(text: str) -> List[int]:
+    """``'3'`` -> [0, 1, 2]; ``'0,5,7'`` -> [0, 5, 7]."""
+    try:
+        if ',' in text:
+            seeds = [int(s) for s in text.split(',') if s.strip()]
+        else:
+            seeds = list(range(int(text)))
+    except ValueError:
+        raise ValueError(f'--seeds takes a count (3) or a comma list (0,5,7), got {text!r}') from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f'--seeds must give at least one seed and no seed twice, got {text!r}')
+    return seeds
+
+
+# ---------------------------------------------------------------------------------------------- configs
+def set_pddr_args(model_cfg: Dict, **kwargs) -> int:
+    """Set PDDR arguments (``mode``, ``branches``, ...) on every PDDR module / PDConv2d dict of the model
+    config, in place; returns how many dicts were changed."""
+    from pddr_mm.deployment.configs import is_pd_conv_cfg, is_pddr_module_cfg
+    count = 0
+
+    def visit(node):
+        nonlocal count
+        if isinstance(node, dict):
+            for v in node.values():
+                visit(v)
+            if is_pd_conv_cfg(node) or is_pddr_module_cfg(node):
+                node.update(copy.deepcopy(kwargs))
+                count += 1
+        elif isinstance(node, (list, tuple)):
+            for v in node:
+                visit(v)
+
+    visit(model_cfg)
+    return count
+
+
+def _without_temperature_hook(cfg: Config) -> None:
+    hooks = [h for h in (cfg.get('custom_hooks') or []) if h.get('type') != TEMPERATURE_HOOK]
+    cfg.custom_hooks = hooks
+
+
+def _anneal_hook(cfg: Config) -> Dict:
+    """PDDRTemperatureHook over the first ANNEAL_FRACTION of the config's training."""
+    train_cfg = cfg.get('train_cfg') or {}
+    if train_cfg.get('by_epoch', True) and 'max_epochs' in train_cfg:
+        return dict(type=TEMPERATURE_HOOK, start=ANNEAL_START, epochs=max(1, round(train_cfg['max_epochs'] *
+                                                                                   ANNEAL_FRACTION)))
+    if 'max_iters' in train_cfg:
+        return dict(type=TEMPERATURE_HOOK, start=ANNEAL_START, iters=max(1, round(train_cfg['max_iters'] *
+                                                                                  ANNEAL_FRACTION)))
+    raise ValueError('pd-b-anneal: train_cfg has neither max_epochs nor max_iters to size the annealing; add '
+                     f'a {TEMPERATURE_HOOK} to custom_hooks in an override instead')
+
+
+def apply_variant(base: Config, variant: Variant) -> Config:
+    """A copy of ``base`` with the variant's preset, then its overrides, applied."""
+    from pddr_mm.deployment.configs import count_pddr_cfgs, to_plain_config
+    cfg = copy.deepcopy(base)
+    preset, branches = variant.preset, branch_preset(variant.name)
+    if preset and preset != 'plain' and branches != ('standard', ) and count_pddr_cfgs(cfg.model) == 0:
+        raise ValueError(f'variant {variant.name!r} needs a PDDR config (PD* modules or PDConv2d), but '
+                         f'{cfg.filename} holds none: start from the PDDR config, `plain` derives the baseline')
+    if preset in ('plain', 's'):
+        cfg = to_plain_config(cfg)
+        _without_temperature_hook(cfg)
+    elif preset in ('pd-a', 'pd-b'):
+        set_pddr_args(cfg.model, mode=preset[-1].upper())
+        _without_temperature_hook(cfg)
+    elif preset == 'pd-b-anneal':
+        set_pddr_args(cfg.model, mode='B')
+        if not any(h.get('type') == TEMPERATURE_HOOK for h in (cfg.get('custom_hooks') or [])):
+            cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + [_anneal_hook(cfg)]
+    elif branches:
+        set_pddr_args(cfg.model, branches=branches)
+    if variant.overrides:
+        cfg.merge_from_dict(copy.deepcopy(variant.overrides))
+    return cfg
+
+
+def run_config(variant_cfg: Config, seed: int, run_dir: str) -> Config:
+    cfg = copy.deepcopy(variant_cfg)
+    cfg.randomness = dict(cfg.get('randomness') or {}, seed=seed)
+    cfg.work_dir = osp.abspath(run_dir)
+    cfg.launcher = 'none'
+    cfg.resume = False  # the worker decides, from the run directory
+    return cfg
+
+
+def run_dir_of(root: str, variant: str, seed: int) -> str:
+    return osp.join(root, variant, f'seed{seed}')
+
+
+# ---------------------------------------------------------------------------------------------- runs
+def run_state(run_dir: str) -> str:
+    """'done' (metrics.json written), 'partial' (a checkpoint to resume from) or 'new'."""
+    if osp.isfile(osp.join(run_dir, METRICS_FILE)):
+        return 'done'
+    if osp.isfile(osp.join(run_dir, 'last_checkpoint')):
+        return 'partial'
+    return 'new'
+
+
+def prepare_run(cfg: Config, run_dir: str) -> str:
+    """Write ``run_dir/config.py``; refuses a run directory made with another config."""
+    os.makedirs(run_dir, exist_ok=True)
+    path = osp.join(run_dir, 'config.py')
+    text = cfg.pretty_text
+    if osp.isfile(path):
+        with open(path) as f:
+            old = f.read()
+        if old != text and run_state(run_dir) != 'new':
+            raise RuntimeError(
+                f'{path} differs from the config this variant and seed give now (the variant, the base config '
+                'or --cfg-options changed since that run): its results would not belong to this study. Delete '
+                f'{run_dir} or use another --work-dir.')
+    with open(path, 'w') as f:
+        f.write(text)
+    return path
+
+
+def run_subprocess(run_dir: str) -> int:
+    """Train and evaluate one prepared run in a fresh interpreter; its output goes to ``run_dir/run.log``."""
+    with open(osp.join(run_dir, 'run.log'), 'a') as log:
+        log.write(f'\n===== {time.strftime("%Y-%m-%d %H:%M:%S")} ablation.py --run-one {run_dir}\n')
+        log.flush()
+        proc = subprocess.run([sys.executable, osp.abspath(__file__), '--run-one', run_dir], stdout=log,
+                              stderr=subprocess.STDOUT)
+    return proc.returncode
+
+
+def _tail(path: str, lines: int = 15) -> str:
+    try:
+        with open(path, errors='replace') as f:
+            return ''.join(f.readlines()[-lines:])
+    except OSError:
+        return ''
+
+
+def run_study(base: Config, variants: List[Variant], seeds: List[int], root: str,
+              run_fn: Callable[[str], int] = run_subprocess, dry_run: bool = False) -> Dict[Tuple[str, int], str]:
+    """Run every (variant, seed) not finished yet, in order; returns each run's state afterwards
+    ('done', 'failed', or for a dry run the state found)."""
+    configs = {v.name: apply_variant(base, v) for v in variants}  # every variant checked before training
+    states = {}
+    total = len(variants) * len(seeds)
+    k = 0
+    for v in variants:
+        for seed in seeds:
+            k += 1
+            rd = run_dir_of(root, v.name, seed)
+            state = run_state(rd)
+            tag = f'[{k}/{total}] {v.name} seed {seed}'
+            if state == 'done':
+                print(f'{tag}: finished before, skipped ({osp.join(rd, METRICS_FILE)})', flush=True)
+                states[(v.name, seed)] = 'done'
+                continue
+            if dry_run:
+                print(f'{tag}: would {"resume" if state == "partial" else "train"} in {rd}', flush=True)
+                states[(v.name, seed)] = state
+                continue
+            prepare_run(run_config(configs[v.name], seed, rd), rd)
+            print(f'{tag}: {"resuming" if state == "partial" else "training"} in {rd} ...', flush=True)
+            t0 = time.time()
+            rc = run_fn(rd)
+            ok = rc == 0 and run_state(rd) == 'done'
+            states[(v.name, seed)] = 'done' if ok else 'failed'
+            if ok:
+                print(f'{tag}: done in {time.time() - t0:.0f} s', flush=True)
+            else:
+                print(f'{tag}: FAILED (exit code {rc}) after {time.time() - t0:.0f} s; the end of '
+                      f'{osp.join(rd, "run.log")}:\n{_tail(osp.join(rd, "run.log"))}', flush=True)
+    return states
+
+
+# ---------------------------------------------------------------------------------------------- worker
+def _as_float(v: Any) -> Any:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return v
+
+
+def run_one(run_dir: str) -> None:
+    """Train (or resume) the run in ``run_dir`` and write its final metrics to ``metrics.json``."""
+    from mmengine.hooks import Hook
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+
+    from pddr_mm.utils import setup_runtime
+
+    cfg = Config.fromfile(osp.join(run_dir, 'config.py'))
+    cfg.work_dir = osp.abspath(run_dir)
+    if osp.isfile(osp.join(run_dir, 'last_checkpoint')):
+        cfg.resume, cfg.load_from = True, None  # mmengine resumes from the checkpoint last_checkpoint names
+    setup_runtime(cfg)
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+
+    class Capture(Hook):
+        """Keeps the latest validation metrics and the iteration they were computed at."""
+        priority = 'LOWEST'
+        metrics, at_iter = None, -1
+
+        def after_val_epoch(self, runner, metrics=None):
+            self.metrics, self.at_iter = dict(metrics or {}), runner.iter
+
+    capture = Capture()
+    runner.register_hook(capture)
+    t0 = time.time()
+    runner.train()
+    metrics = capture.metrics if capture.at_iter == runner.iter else None
+    if not metrics:  # resumed after the last training iteration, or the loop has no validation at its end
+        metrics = runner.val_loop.run()
+    record = dict(metrics={k: _as_float(v) for k, v in metrics.items()}, iter=runner.iter, epoch=runner.epoch,
+                  seconds=round(time.time() - t0, 1), finished=time.strftime('%Y-%m-%d %H:%M:%S'))
+    tmp = osp.join(run_dir, METRICS_FILE + '.tmp')
+    with open(tmp, 'w') as f:
+        json.dump(record, f, indent=1)
+    os.replace(tmp, osp.join(run_dir, METRICS_FILE))  # the marker appears whole or not at all
+
+
+# ---------------------------------------------------------------------------------------------- summary
+def collect(root: str, variants: Sequence[str], seeds: Sequence[int]) -> List[Dict]:
+    """One row per (variant, seed): status, metrics and seconds, from the metrics files."""
+    rows = []
+    for v in variants:
+        for s in seeds:
+            path = osp.join(run_dir_of(root, v, s), METRICS_FILE)
+            row = dict(variant=v, seed=s, status='missing', metrics={}, seconds=None)
+            if osp.isfile(path):
+                with open(path) as f:
+                    rec = json.load(f)
+                row.update(status='done', metrics=rec.get('metrics', {}), seconds=rec.get('seconds'))
+            rows.append(row)
+    return rows
+
+
+def default_metric(rows: List[Dict]) -> Optional[str]:
+    """The evaluator's first numeric metric key (accuracy/top1, coco/bbox_mAP)."""
+    for r in rows:
+        for k, v in r['metrics'].items():
+            if isinstance(v, (int, float)):
+                return k
+    return None
+
+
+def mean_std(values: Sequence[float]) -> Tuple[float, float]:
+    """Mean and sample standard deviation (nan for fewer than two values)."""
+    n = len(values)
+    if n == 0:
+        return math.nan, math.nan
+    mean = sum(values) / n
+    std = math.sqrt(sum((x - mean)**2 for x in values) / (n - 1)) if n > 1 else math.nan
+    return mean, std
+
+
+def summarize(rows: List[Dict], metric: str) -> List[Dict]:
+    """Per variant (in order): seeds' values, n, mean, std, mean seconds per run."""
+    out = {}
+    for r in rows:
+        s = out.setdefault(r['variant'], dict(variant=r['variant'], values={}, seconds=[]))
+        if r['status'] == 'done' and isinstance(r['metrics'].get(metric), (int, float)):
+            s['values'][r['seed']] = r['metrics'][metric]
+            if r['seconds'] is not None:
+                s['seconds'].append(r['seconds'])
+    for s in out.values():
+        s['n'] = len(s['values'])
+        s['mean'], s['std'] = mean_std(list(s['values'].values()))
+        s['mean_seconds'] = sum(s['seconds']) / len(s['seconds']) if s['seconds'] else math.nan
+    return list(out.values())
+
+
+def _fmt(x: float, digits: int) -> str:
+    return 'n/a' if x is None or (isinstance(x, float) and math.isnan(x)) else f'{x:.{digits}f}'
+
+
+def to_markdown(summary: List[Dict], seeds: Sequence[int], metric: str, specs: Dict[str, str],
+                title: str = '') -> str:
+    digits = 2 if any(s['mean'] > 1.5 for s in summary if not math.isnan(s['mean'])) else 4
+    head = ['variant', 'definition'] + [f'seed {s}' for s in seeds] + [f'{metric} mean ± std', 'n', 's/run']
+    lines = [f'## {title}' if title else '', '', '| ' + ' | '.join(head) + ' |',
+             '|' + '---|' * len(head)]
+    for s in summary:
+        cells = [s['variant'], f'`{specs.get(s["variant"], s["variant"])}`']
+        cells += [_fmt(s['values'].get(seed), digits) for seed in seeds]
+        cells += [f'{_fmt(s["mean"], digits)} ± {_fmt(s["std"], digits)}', str(s['n']), _fmt(s['mean_seconds'], 0)]
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    lines.append('')
+    lines.append('std: sample standard deviation over seeds (n/a below two finished seeds).')
+    return '\n'.join(lines).lstrip('\n') + '\n'
+
+
+def write_results_csv(rows: List[Dict], path: str) -> None:
+    keys = []
+    for r in rows:
+        keys += [k for k in r['metrics'] if k not in keys]
+    with open(path, 'w', newline='') as f:
+        w = csv.writer(f)
+        w.writerow(['variant', 'seed', 'status'] + keys + ['seconds'])
+        for r in rows:
+            w.writerow([r['variant'], r['seed'], r['status']] + [r['metrics'].get(k, '') for k in keys] +
+                       ['' if r['seconds'] is None else r['seconds']])
+
+
+def write_summary_csv(summary: List[Dict], metric: str, path: str) -> None:
+    with open(path, 'w', newline='') as f:
+        w = csv.writer(f)
+        w.writerow(['variant', 'metric', 'n', 'mean', 'std', 'mean_seconds'])
+        for s in summary:
+            w.writerow([s['variant'], metric, s['n'], s['mean'], s['std'], s['mean_seconds']])
+
+
+def plot_summary(summary: List[Dict], metric: str, path: str, title: str = '') -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(1.3 * len(summary) + 2.5, 4))
+    for i, s in enumerate(summary):
+        vals = list(s['values'].values())
+        ax.scatter([i] * len(vals), vals, color='tab:blue', s=18, alpha=0.6, zorder=3)
+        if vals:
+            std = 0 if math.isnan(s['std']) else s['std']
+            ax.errorbar(i + 0.15, s['mean'], yerr=std, fmt='o', color='black', capsize=4, zorder=4)
+    ax.set_xticks(range(len(summary)), [s['variant'] for s in summary], rotation=20)
+    ax.set(ylabel=metric, title=title or f'{metric} per variant (dots: seeds; black: mean ± std)')
+    ax.grid(axis='y', alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def report(root: str, variants: List[Variant], seeds: List[int], metric: Optional[str], title: str) -> Optional[str]:
+    """Write results.csv, summary.csv/.md/.png under ``root``; returns the markdown (None: nothing finished)."""
+    rows = collect(root, [v.name for v in variants], seeds)
+    write_results_csv(rows, osp.join(root, 'results.csv'))
+    metric = metric or default_metric(rows)
+    if metric is None:
+        return None
+    summary = summarize(rows, metric)
+    md = to_markdown(summary, seeds, metric, {v.name: v.spec for v in variants}, title)
+    with open(osp.join(root, 'summary.md'), 'w') as f:
+        f.write(md)
+    write_summary_csv(summary, metric, osp.join(root, 'summary.csv'))
+    plot_summary(summary, metric, osp.join(root, 'summary.png'), title)
+    return md
+
+
+# ---------------------------------------------------------------------------------------------- main
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description='Train variants of a config for several seeds; report mean ± std of its metric',
+        epilog='Presets: plain, pd-a, pd-b, pd-b-anneal, and branch subsets such as s+g+k '
+        '(s: standard, g: group, k: skeleton). Custom: NAME:KEY=VALUE,KEY=VALUE (cfg-options syntax).')
+    parser.add_argument('config', nargs='?', help='the config all variants start from')
+    parser.add_argument('--variants', nargs='+', default=['plain', 'pd-a', 'pd-b'],
+                        help='variants to train (default: plain pd-a pd-b)')
+    parser.add_argument('--seeds', default='3', help='number of seeds (3: seeds 0, 1, 2) or a list (0,5,7)')
+    parser.add_argument('--work-dir', help='study directory (default: work_dirs/ablation/<config name>)')
+    parser.add_argument('--metric', help="metric to summarise (default: the evaluator's first, e.g. "
+                        'accuracy/top1 or coco/bbox_mAP)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='overrides for every variant (before the variant\'s own), as in tools/train.py')
+    parser.add_argument('--dry-run', action='store_true', help='check the variants and print the plan only')
+    parser.add_argument('--run-one', metavar='RUN_DIR', help=argparse.SUPPRESS)  # the per-run subprocess
+    args = parser.parse_args(argv)
+    if args.run_one is None and args.config is None:
+        parser.error('the config is required')
+    return args
+
+
+def main(argv=None, run_fn: Callable[[str], int] = run_subprocess) -> int:
+    args = parse_args(argv)
+    if args.run_one:
+        run_one(args.run_one)
+        return 0
+    try:
+        variants = parse_variants(args.variants)
+        seeds = parse_seeds(args.seeds)
+    except ValueError as e:
+        raise SystemExit(f'ablation.py: {e}')
+    import pddr_mm  # noqa: F401  (registers the PDDR modules: is_pddr_module_cfg looks types up)
+    base = Config.fromfile(args.config)
+    if args.cfg_options:
+        base.merge_from_dict(args.cfg_options)
+    root = args.work_dir or osp.join('work_dirs', 'ablation', osp.splitext(osp.basename(args.config))[0])
+    os.makedirs(root, exist_ok=True)
+    t0 = time.time()
+    states = run_study(base, variants, seeds, root, run_fn=run_fn, dry_run=args.dry_run)
+    if args.dry_run:
+        return 0
+    title = f'{osp.basename(args.config)}: {len(variants)} variants x {len(seeds)} seeds'
+    md = report(root, variants, seeds, args.metric, title)
+    print(f'\nstudy finished in {time.time() - t0:.0f} s; results in {root}/ (results.csv, summary.md, '
+          'summary.csv, summary.png)\n')
+    print(md or 'no run finished: nothing to summarise')
+    failed = [k for k, s in states.items() if s != 'done']
+    if failed:
+        print(f'{len(failed)} run(s) failed: ' + ', '.join(f'{v} seed {s}' for v, s in failed))
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
