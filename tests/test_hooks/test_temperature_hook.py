@@ -1,5 +1,8 @@
 """PDDRTemperatureHook: the schedule per iteration / epoch, back to the configured temperatures, resume."""
+import glob
 import inspect
+import json
+import sys
 import os.path as osp
 import uuid
 
@@ -99,6 +102,13 @@ def test_epoch_schedule_back_to_configured_and_val_at_configured(tmp_path):
     assert set(model.val_seen) == {(1.0, 2.0)}  # also after epoch 1, mid-annealing
     logged = runner.message_hub.get_scalar('train/pddr_temperature').data[0]
     assert list(logged) == pytest.approx([(a + b) / 2 for a, b in expected])
+    (scalars, ) = glob.glob(osp.join(str(tmp_path), '*', 'vis_data', 'scalars.json'))  # the training curves
+    curve = [json.loads(line)['pddr_temperature'] for line in open(scalars) if 'pddr_temperature' in line]
+    assert curve == pytest.approx([(a + b) / 2 for a, b in expected])
+    sys.path.insert(0, osp.join(REPO, 'tools', 'analysis_tools'))
+    import plot_curves
+    plot_curves.main([str(tmp_path)])  # draws the temperature next to the learning rate
+    assert osp.getsize(osp.join(str(tmp_path), 'curves.png')) > 1000
 
 
 def test_iter_schedule_explicit_end_and_val_annealed(tmp_path):
@@ -164,7 +174,6 @@ def test_demo_anneal_and_hard_configs():
     assert hard.model.head.num_classes == hard.data_preprocessor.num_classes == 10
     for loader in (hard.train_dataloader, hard.val_dataloader, hard.test_dataloader):
         assert loader.dataset.data_root == 'data/shapes_hard/cls/'
-    import sys
     sys.path.insert(0, osp.join(REPO, 'tools', 'misc'))
     import generate_shapes_dataset as gen
     assert gen.parse_args(['--hard']).num_classes == 10

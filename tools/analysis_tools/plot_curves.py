@@ -65,6 +65,12 @@ def plot_curves(train: List[Dict], val: List[Dict], out: str) -> None:
     axes[0].grid(alpha=0.3)
     axes[1].plot(steps, [r.get('lr', np.nan) for r in train], color='tab:purple')
     axes[1].set(title='learning rate', xlabel='iteration')
+    temps = [(r['step'], r['pddr_temperature']) for r in train if 'pddr_temperature' in r]
+    if temps:  # PDDRTemperatureHook: the annealed refinement softmax temperature, on its own scale
+        ax_t = axes[1].twinx()
+        ax_t.plot(*zip(*temps), color='tab:orange', label='PD-B temperature')
+        ax_t.set_ylabel('PD-B refinement temperature', color='tab:orange')
+        axes[1].set_title('learning rate and PD-B temperature')
     axes[1].ticklabel_format(axis='y', style='sci', scilimits=(-2, 2))
     axes[1].grid(alpha=0.3)
     metric_keys = [k for k in (val[0] if val else {}) if '/' in k and not k.endswith('_precision')]
