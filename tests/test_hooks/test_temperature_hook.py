@@ -171,10 +171,10 @@ def test_demo_anneal_and_hard_configs():
     assert isinstance(hook, PDDRTemperatureHook) and hook.start == 30.0 and hook.end is None
     assert hook.epochs == 2 and cfg.train_cfg.max_epochs == 6 and cfg.model.backbone.mode == 'B'
     hard = Config.fromfile(osp.join(REPO, 'configs', 'demo', 'pd-b-resnet18_shapes-cls-hard.py'))
-    assert hard.model.head.num_classes == hard.data_preprocessor.num_classes == 10
+    assert hard.model.head.num_classes == hard.data_preprocessor.num_classes == 8
     for loader in (hard.train_dataloader, hard.val_dataloader, hard.test_dataloader):
         assert loader.dataset.data_root == 'data/shapes_hard/cls/'
     sys.path.insert(0, osp.join(REPO, 'tools', 'misc'))
     import generate_shapes_dataset as gen
-    assert gen.parse_args(['--hard']).num_classes == 10
+    assert gen.parse_args(['--hard']).num_classes == 8
     assert gen.parse_args(['--hard', '--num-classes', '6']).num_classes == 6  # explicit options win

@@ -209,7 +209,15 @@ def test_real_study_two_variants_two_seeds_then_skips(tmp_path):
     assert [(r['variant'], r['seed']) for r in rows] == [('plain', '0'), ('plain', '1'), ('s+g', '0'), ('s+g', '1')]
     assert 'accuracy/top1 mean ± std' in proc.stdout
 
+    # a run that died after its last checkpoint but before its metrics were written: resumed, then evaluated
+    interrupted = osp.join(work, 'plain', 'seed1', ablation.METRICS_FILE)
+    before = json.load(open(interrupted))['metrics']
+    os.remove(interrupted)
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=str(tmp_path))
     assert again.returncode == 0, again.stdout[-3000:]
-    assert again.stdout.count('finished before, skipped') == 4 and 'training in' not in again.stdout
-    print(f'study of 4 runs: {took:.1f} s')
+    assert again.stdout.count('finished before, skipped') == 3 and 'training in' not in again.stdout
+    assert again.stdout.count('resuming in') == 1
+    after = json.load(open(interrupted))
+    assert after['metrics'] == pytest.approx(before) and after['iter'] == 2  # the same checkpoint, evaluated
+    assert len(list(csv.DictReader(open(osp.join(work, 'results.csv'))))) == 4
+    print(f'study of 4 runs: {took:.1f} s, the re-run {time.time() - t0 - took:.1f} s')
