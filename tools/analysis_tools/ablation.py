@@ -332,7 +332,9 @@ def run_one(run_dir: str) -> None:
 
     from pddr_mm.utils import setup_runtime
 
-    cfg = Config.fromfile(osp.join(run_dir, 'config.py'))
+    # without a file name: mmengine's Runner then dumps the config it runs (setup_runtime changes it) to
+    # <timestamp>.py, not over config.py, which the study compares against when it comes back to this run
+    cfg = Config(Config.fromfile(osp.join(run_dir, 'config.py')).to_dict())
     cfg.work_dir = osp.abspath(run_dir)
     if osp.isfile(osp.join(run_dir, 'last_checkpoint')):
         cfg.resume, cfg.load_from = True, None  # mmengine resumes from the checkpoint last_checkpoint names
