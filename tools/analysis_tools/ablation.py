@@ -354,8 +354,8 @@ def run_one(run_dir: str) -> None:
     t0 = time.time()
     runner.train()
     metrics = capture.metrics if capture.at_iter == runner.iter else None
-    if not metrics:  # resumed after the last training iteration, or the loop has no validation at its end
-        metrics = runner.val_loop.run()
+    if metrics is None:  # resumed after the last training iteration, or the loop has no validation at its end
+        metrics = runner.val_loop.run() or {}
     record = dict(metrics={k: _as_float(v) for k, v in metrics.items()}, iter=runner.iter, epoch=runner.epoch,
                   seconds=round(time.time() - t0, 1), finished=time.strftime('%Y-%m-%d %H:%M:%S'))
     tmp = osp.join(run_dir, METRICS_FILE + '.tmp')
@@ -431,7 +431,8 @@ def to_markdown(summary: List[Dict], seeds: Sequence[int], metric: str, specs: D
         cells += [f'{_fmt(s["mean"], digits)} ± {_fmt(s["std"], digits)}', str(s['n']), _fmt(s['mean_seconds'], 0)]
         lines.append('| ' + ' | '.join(cells) + ' |')
     lines.append('')
-    lines.append('std: sample standard deviation over seeds (n/a below two finished seeds).')
+    lines.append('std: sample standard deviation over seeds. n/a: fewer than two seeds with the metric, or a seed '
+                 'not finished (or finished without the metric, e.g. a detector that made no detection).')
     return '\n'.join(lines).lstrip('\n') + '\n'
 
 
@@ -530,14 +531,24 @@ def main(argv=None, run_fn: Callable[[str], int] = run_subprocess) -> int:
     root = args.work_dir or osp.join('work_dirs', 'ablation', osp.splitext(osp.basename(args.config))[0])
     os.makedirs(root, exist_ok=True)
     t0 = time.time()
-    states = run_study(base, variants, seeds, root, run_fn=run_fn, dry_run=args.dry_run)
+    try:
+        states = run_study(base, variants, seeds, root, run_fn=run_fn, dry_run=args.dry_run)
+    except (ValueError, RuntimeError, KeyError) as e:  # a variant that cannot apply, a changed run directory
+        raise SystemExit(f'ablation.py: {e}')
     if args.dry_run:
         return 0
     title = f'{osp.basename(args.config)}: {len(variants)} variants x {len(seeds)} seeds'
     md = report(root, variants, seeds, args.metric, title)
     print(f'\nstudy finished in {time.time() - t0:.0f} s; results in {root}/ (results.csv, summary.md, '
           'summary.csv, summary.png)\n')
-    print(md or 'no run finished: nothing to summarise')
+    if md is None:
+        done = sum(s == 'done' for s in states.values())
+        print(f'{done} run(s) finished, but none has a metric to summarise' if done else 'no run finished')
+        if done:
+            print('(an evaluator with nothing to score returns no metrics, e.g. CocoMetric when the detector '
+                  'made no detection: train longer)')
+    else:
+        print(md)
     failed = [k for k, s in states.items() if s != 'done']
     if failed:
         print(f'{len(failed)} run(s) failed: ' + ', '.join(f'{v} seed {s}' for v, s in failed))
