@@ -43,7 +43,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.config import Config, DictAction
 
 BRANCH_CODES = {'s': 'standard', 'g': 'group', 'k': 'skeleton'}
 NAMED_PRESETS = ('plain', 'pd-a', 'pd-b', 'pd-b-anneal')
