@@ -68,7 +68,7 @@ def _convert(src: Path, dst: Path, mode: str) -> None:
 
 @pytest.mark.parametrize('naming,depth,mode', [
     ('torchvision', 18, 'A'), ('torchvision', 18, 'B'), ('mmpretrain', 18, 'A'), ('mmpretrain', 18, 'B'),
-    ('torchvision', 50, 'B')
+    ('torchvision', 50, 'A'), ('torchvision', 50, 'B')
 ])
 @torch.no_grad()
 def test_start_from_plain_checkpoint(tmp_path, naming, depth, mode):

@@ -30,6 +30,8 @@ def test_conv_module_takes_pdconv_as_conv_cfg():
     m.init_weights()
     assert m(torch.randn(2, 16, 9, 9)).shape == (2, 32, 5, 5)
     randomize_bn(m)
+    with torch.no_grad():
+        m.conv.bias.normal_()  # a mis-applied bias must show
     m.eval()
     x = torch.randn(2, 16, 9, 9)
     m.conv.forward_path = 'branches'

@@ -196,9 +196,7 @@ def test_real_study_two_variants_two_seeds_then_skips(tmp_path):
            f'train_dataloader.dataset.data_root={root}', f'val_dataloader.dataset.data_root={root}',
            'train_dataloader.batch_size=16', 'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
            'param_scheduler.0.end=2', 'default_hooks.logger.interval=1']
-    # PDDR_CPU_EXT=0: the PD-B evaluation runs on torch ops. The study logic does not depend on the C++ op,
-    # and its one-off JIT build (a minute or more on 2 cores) would otherwise fall into this test's budget
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''), PDDR_CPU_EXT='0')
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''))
     t0 = time.time()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=str(tmp_path))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
