@@ -51,8 +51,8 @@ def is_pddr_module_cfg(cfg: Any) -> bool:
     cls = cfg['type'] if inspect.isclass(cfg['type']) else _lookup(cfg['type'])
     if cls is None:  # not registered (yet): trust the name if the dict already carries PDDR arguments
         return any(k in cfg for k in PD_ARGS)
-    try:
-        return 'deploy' in inspect.signature(cls.__init__).parameters
+    try:  # a class, or a builder function registered as a module (PDDRBackbone)
+        return 'deploy' in inspect.signature(cls if inspect.isfunction(cls) else cls.__init__).parameters
     except (TypeError, ValueError):
         return False
 
@@ -110,7 +110,8 @@ def plain_model_cfg(model_cfg: Dict) -> Dict:
     """The plain baseline of ``model_cfg``: PD types replaced by their plain types, PDDR arguments removed.
 
     ``PDConv2d`` becomes ``Conv2d`` (a ``conv_cfg`` therefore becomes ``dict(type='Conv2d')``, mmcv's
-    default convolution), ``PDResNet`` becomes ``ResNet`` and so on.
+    default convolution), ``PDResNet`` becomes ``ResNet`` and so on. A PDDR module whose plain form is not
+    its name without 'PD' says so with a ``plain_cfg(cfg)`` attribute: ``PDDRBackbone`` -> its ``backbone``.
     """
 
     def fn(d: Dict, key: Optional[str]) -> Dict:
@@ -118,6 +119,9 @@ def plain_model_cfg(model_cfg: Dict) -> Dict:
             d = type(d)((k, v) for k, v in d.items() if k not in PD_ARGS and k not in ('norm_cfg', 'type'))
             d['type'] = 'Conv2d'
         elif is_pddr_module_cfg(d):
+            cls = d['type'] if inspect.isclass(d['type']) else _lookup(d['type'])
+            if callable(getattr(cls, 'plain_cfg', None)):
+                return cls.plain_cfg(d)
             d = type(d)((k, v) for k, v in d.items() if k not in PD_ARGS)
             type_ = d['type']
             name = _type_name(type_)

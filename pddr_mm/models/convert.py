@@ -1,0 +1,360 @@
+"""Turn the conv + BN pairs of any network into PDConv2d, found from one traced forward.
+
+A PDDR layer stands for a convolution whose output feeds only a BatchNorm: its branch BNs take that
+BN's place. Which convolutions those are is read from the network itself, not from a list per
+architecture: one forward (training mode, autograd on) on a copy of the network records every
+convolution's output tensor and every module's input tensor. A pair is (conv, BN) where
+
+* the BN's input *is* the conv's output (the same tensor object, not modified in place in between),
+* both are called exactly once, and
+* in the autograd graph the conv's output node has exactly one consumer (the BN): no residual,
+  concatenation, view or returned feature reads the un-normalised output.
+
+:func:`convert_to_pd` then replaces every selected conv by a PDConv2d with the same geometry (stride,
+padding, dilation, groups) and the BN by ``nn.Identity``, so module names, ``out_indices``,
+``frozen_stages``, ``norm_eval`` and ``with_cp`` of the network are untouched. A load_state_dict
+pre-hook maps a plain checkpoint's conv + BN keys to the PDConv2d's (``plain_to_pd_layer``): a plain
+``init_cfg=dict(type='Pretrained')``, ``load_from`` or ``load_state_dict`` starts the converted network
+function-preserving in eval mode.
+"""
+import copy
+import re
+from collections import Counter, defaultdict
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+from mmengine.logging import print_log
+from mmengine.model import revert_sync_batchnorm
+from mmengine.model.weight_init import initialize
+from torch import Tensor
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from ..ops import DEFAULT_BRANCHES, PDConv2d
+from .backbones.plain_to_pd import plain_to_pd_layer
+
+KernelSizes = Optional[Sequence[Union[int, Tuple[int, int]]]]
+
+# BN classes whose forward is the plain batch norm (what a PDConv2d's branch BNs compute); their mmcv
+# norm_cfg type. mmengine's _BatchNormXd is what revert_sync_batchnorm turns SyncBN into.
+_FOLDABLE_NORMS = {nn.BatchNorm2d: 'BN', nn.SyncBatchNorm: 'SyncBN'}
+try:
+    from mmengine.model.utils import _BatchNormXd
+    _FOLDABLE_NORMS[_BatchNormXd] = 'BN'
+except ImportError:  # older mmengine
+    pass
+_NORMS = (_BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm, nn.LocalResponseNorm)
+
+
+def _conv_types() -> Tuple[type, ...]:
+    """Conv classes computing exactly ``nn.Conv2d.forward`` (mmcv's wrapper only adds empty-input support)."""
+    types = [nn.Conv2d]
+    try:
+        from mmcv.cnn.bricks.wrappers import Conv2d as MMCVConv2d
+        types.append(MMCVConv2d)
+    except ImportError:
+        pass
+    return tuple(types)
+
+
+# --------------------------------------------------------------------------------------------- trace
+def _flatten(out: Any) -> List[Tensor]:
+    if isinstance(out, Tensor):
+        return [out]
+    if isinstance(out, dict):
+        return [t for v in out.values() for t in _flatten(v)]
+    if isinstance(out, (list, tuple)):
+        return [t for v in out for t in _flatten(v)]
+    return []
+
+
+def _consumer_counts(outputs: List[Tensor]) -> Counter:
+    """How many edges of the autograd graph (reachable from ``outputs``) point at each node; a returned
+    tensor counts as one more consumer of its node."""
+    counts: Counter = Counter(t.grad_fn for t in outputs if t.grad_fn is not None)
+    stack, seen = list(counts), set(counts)
+    while stack:
+        node = stack.pop()
+        for nxt, _ in node.next_functions:
+            if nxt is None:
+                continue
+            counts[nxt] += 1
+            if nxt not in seen:
+                seen.add(nxt)
+                stack.append(nxt)
+    return counts
+
+
+def trace_conv_consumers(model: nn.Module, inputs: Tensor) -> Tuple[Dict[str, Tuple[Optional[str], str]], int]:
+    """For every Conv2d of ``model`` (by name): (name of the BN it pairs with, or None; why / what).
+
+    Runs one forward on a copy of ``model`` (training mode, SyncBN reverted to BN so it runs on one CPU,
+    ``with_cp`` off so that the graph is recorded), so the model itself, its BN statistics and the global
+    RNG are untouched. Also returns the number of BN modules found (0: nothing to pair).
+    """
+    clone = revert_sync_batchnorm(copy.deepcopy(model))
+    for m in clone.modules():
+        if isinstance(getattr(m, 'with_cp', None), bool):
+            m.with_cp = False  # checkpointing runs the forward without a graph
+    conv_types = _conv_types()
+    conv_out: Dict[str, List[Tuple[Tensor, Any]]] = defaultdict(list)
+    received: Dict[int, List[Tuple[str, Any]]] = defaultdict(list)  # id(tensor) -> [(leaf name, grad_fn)]
+    calls: Counter = Counter()
+    keep: List[Tensor] = []  # every recorded tensor stays alive, so that ids are not reused
+    handles = []
+
+    def on_conv(name):
+        def hook(module, args, out):
+            conv_out[name].append((out, out.grad_fn))
+            keep.append(out)
+        return hook
+
+    def on_leaf(name):
+        def hook(module, args):
+            calls[name] += 1
+            if args and isinstance(args[0], Tensor):
+                keep.append(args[0])
+                received[id(args[0])].append((name, args[0].grad_fn))
+        return hook
+
+    names = {}
+    for name, m in clone.named_modules():
+        names[name] = m
+        if isinstance(m, conv_types):
+            handles.append(m.register_forward_hook(on_conv(name)))
+        if not any(True for _ in m.children()) or isinstance(m, _NORMS):
+            handles.append(m.register_forward_pre_hook(on_leaf(name)))
+    try:
+        with torch.random.fork_rng(devices=[]), torch.enable_grad():
+            clone.train()
+            outputs = _flatten(clone(inputs.requires_grad_()))
+    finally:
+        for h in handles:
+            h.remove()
+    counts = _consumer_counts(outputs)
+
+    result: Dict[str, Tuple[Optional[str], str]] = {}
+    for name, m in names.items():
+        if not isinstance(m, nn.Conv2d):
+            continue
+        if type(m) not in conv_types:
+            result[name] = (None, f'{type(m).__name__} has its own forward')
+            continue
+        if len(conv_out[name]) != 1:
+            result[name] = (None, 'not called in the traced forward' if not conv_out[name] else
+                            f'called {len(conv_out[name])} times (shared weights)')
+            continue
+        out, node = conv_out[name][0]
+        takers = [(n, fn) for n, fn in received.get(id(out), []) if n != name]
+        norms = [(n, fn) for n, fn in takers if isinstance(names[n], _NORMS)]
+        if not norms:
+            result[name] = (None, 'output not followed by a BatchNorm')
+            continue
+        norm_name, seen_fn = norms[0]
+        norm = names[norm_name]
+        if not isinstance(norm, _BatchNorm):
+            result[name] = (None, f'followed by {type(norm).__name__}, which cannot be folded')
+        elif node is None:
+            result[name] = (None, 'output not in the autograd graph')
+        elif len(takers) > 1 or counts[node] != 1 or seen_fn is not node:
+            result[name] = (None, 'output used elsewhere too (not only by its BatchNorm)')
+        elif calls[norm_name] != 1:
+            result[name] = (None, f'its BatchNorm {norm_name} is called {calls[norm_name]} times')
+        else:
+            result[name] = (norm_name, 'pair')
+    num_bn = sum(isinstance(m, _BatchNorm) for m in names.values())
+    return result, num_bn
+
+
+# --------------------------------------------------------------------------------------------- convert
+def _kernel_selected(kernel_size: Tuple[int, int], kernel_sizes: KernelSizes) -> bool:
+    if kernel_sizes is None:  # the default: 3x3 and larger
+        return min(kernel_size) >= 3
+    wanted = {(k, k) if isinstance(k, int) else tuple(k) for k in kernel_sizes}
+    return tuple(kernel_size) in wanted
+
+
+def _norm_cfg(bn: _BatchNorm) -> Optional[Dict]:
+    """The mmcv norm_cfg that builds ``bn``'s kind of BN, or None if it cannot become branch BNs."""
+    norm_type = _FOLDABLE_NORMS.get(type(bn))
+    if norm_type is None or not bn.affine or not bn.track_running_stats:
+        return None
+    return dict(type=norm_type, eps=bn.eps, momentum=bn.momentum)
+
+
+def _padding(conv: nn.Conv2d) -> Optional[Tuple[int, int]]:
+    if isinstance(conv.padding, str):  # 'valid' or 'same' (stride 1)
+        if conv.padding == 'valid':
+            return (0, 0)
+        if any((d * (k - 1)) % 2 for k, d in zip(conv.kernel_size, conv.dilation)):
+            return None
+        return tuple(d * (k - 1) // 2 for k, d in zip(conv.kernel_size, conv.dilation))
+    return tuple(conv.padding)
+
+
+def _filter_branches(branches, in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
+                     norm_cfg, branch_groups):
+    """The branches a layer can take, and (branch, reason) for the others."""
+    # TODO(core v2): pddr_mm.ops.filter_branches; until then PDConv2d takes dense layers only
+    if groups != 1:
+        return (), [(b, f'groups={groups}: this PDConv2d takes dense convolutions only') for b in branches]
+    kept, dropped = [], []
+    for b in branches:
+        if b == 'group' and (in_channels % branch_groups or out_channels % branch_groups):
+            dropped.append((b, f'branch_groups={branch_groups} does not divide {in_channels}->{out_channels}'))
+        else:
+            kept.append(b)
+    return tuple(kept), dropped
+
+
+def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, attr = name.rpartition('.')
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, attr, module)  # ModuleList / Sequential children are attributes '0', '1', ...
+
+
+def _kind(conv: nn.Conv2d) -> str:
+    kind = 'x'.join(map(str, conv.kernel_size))
+    if conv.groups == 1:
+        return kind
+    depthwise = conv.groups == conv.in_channels == conv.out_channels
+    return f'{kind} depthwise' if depthwise else f'{kind} groups={conv.groups}'
+
+
+def convert_to_pd(model: nn.Module,
+                  inputs: Tensor,
+                  mode: str = 'A',
+                  branches: Sequence = DEFAULT_BRANCHES,
+                  branch_groups: int = 64,
+                  reduction: int = 16,
+                  forward_path: str = 'auto',
+                  deploy: bool = False,
+                  kernel_sizes: KernelSizes = None,
+                  include: Optional[Sequence[str]] = None,
+                  exclude: Optional[Sequence[str]] = None,
+                  log: bool = True) -> Dict:
+    """Replace, in place, every selected conv + BN pair of ``model`` by a PDConv2d; returns a report.
+
+    Args:
+        inputs: a small batch the model accepts (batch >= 2: the traced forward runs BNs in training mode).
+        kernel_sizes: kernel sizes to convert (ints k for kxk, or (kh, kw)); None: 3x3 and larger.
+        include / exclude: regular expressions searched in the conv's module name; with ``include`` only
+            matching convs are converted, ``exclude`` leaves matching convs plain.
+        Other arguments: PDConv2d's. A branch a layer cannot take is left out of that layer; a PD-B layer
+        left with fewer than two branches stays plain.
+
+    The report (also stored as ``model.pddr_report`` and logged once): ``converted`` {conv name: kind},
+    ``plain`` {conv name: reason}, ``dropped_branches`` {conv name: [(branch, reason)]}.
+    """
+    found, num_bn = trace_conv_consumers(model, inputs)
+    modules = dict(model.named_modules())
+    converted, plain, dropped_branches = {}, {}, {}
+    layers = getattr(model, 'pddr_layers', {})
+    for name, (norm_name, why) in found.items():
+        conv = modules[name]
+        if include is not None and not any(re.search(p, name) for p in include):
+            plain[name] = 'not matched by include'
+            continue
+        if exclude is not None and any(re.search(p, name) for p in exclude):
+            plain[name] = 'matched by exclude'
+            continue
+        if not _kernel_selected(conv.kernel_size, kernel_sizes):
+            plain[name] = f'{_kind(conv)} kernel not in kernel_sizes' + (' (default: 3x3 and larger)'
+                                                                         if kernel_sizes is None else '')
+            continue
+        if norm_name is None:
+            plain[name] = why
+            continue
+        bn = modules[norm_name]
+        norm_cfg, padding = _norm_cfg(bn), _padding(conv)
+        if norm_cfg is None:
+            plain[name] = f'{type(bn).__name__} cannot be folded (needs affine BN with running statistics)'
+            continue
+        if conv.padding_mode != 'zeros' or padding is None:
+            plain[name] = f"padding {conv.padding!r} / padding_mode {conv.padding_mode!r} not supported"
+            continue
+        kept, dropped = _filter_branches(branches, conv.in_channels, conv.out_channels, conv.kernel_size,
+                                         conv.stride, padding, conv.dilation, conv.groups, norm_cfg, branch_groups)
+        if dropped:
+            dropped_branches[name] = dropped
+        if len(kept) < (2 if mode == 'B' else 1):
+            plain[name] = (f"{len(kept)} branch(es) left for mode '{mode}'" +
+                           (f" (dropped: {'; '.join(f'{b}: {r}' for b, r in dropped)})" if dropped else ''))
+            continue
+        layer = PDConv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+                         padding=padding, dilation=conv.dilation, groups=conv.groups, bias=False, mode=mode,
+                         branches=kept, branch_groups=branch_groups, norm_cfg=norm_cfg, reduction=reduction,
+                         forward_path=forward_path, deploy=deploy).to(conv.weight)
+        if not deploy:  # now: a parent (mmcv's ConvModule) may never call init_weights; quietly
+            initialize(layer, layer.init_cfg)
+            layer._is_init = True
+        _copy_requires_grad(layer, conv, bn)
+        layer.train(conv.training)
+        _set_module(model, name, layer)
+        _set_module(model, norm_name, nn.Identity())
+        converted[name] = _kind(conv)
+        layers[name] = dict(norm=norm_name, branches=kept, reduction=reduction,
+                            conv_bias=conv.bias is not None)
+    model.pddr_layers = layers
+    if layers and not getattr(model, '_pddr_hook', False):
+        model._register_load_state_dict_pre_hook(_load_plain_pairs, with_module=True)
+        model._pddr_hook = True
+    report = dict(converted=converted, plain=plain, dropped_branches=dropped_branches, num_bn=num_bn)
+    model.pddr_report = report
+    if log:
+        print_log(format_report(report, type(model).__name__, mode), logger='current')
+    return report
+
+
+def _copy_requires_grad(layer: PDConv2d, conv: nn.Conv2d, bn: _BatchNorm) -> None:
+    """A frozen conv / BN (``frozen_stages``, ``requires_grad=False`` in norm_cfg) stays frozen."""
+    for p in layer.parameters():
+        p.requires_grad_(conv.weight.requires_grad)
+    for m in layer.modules():
+        if isinstance(m, _BatchNorm):
+            for p in m.parameters():
+                p.requires_grad_(bn.weight.requires_grad)
+
+
+def format_report(report: Dict, model_name: str, mode: str) -> str:
+    """The conversion summary: layers converted per kind, left plain per reason (a few names each)."""
+    kinds = Counter(report['converted'].values())
+    lines = [f'PDDR: {sum(kinds.values())} convolutions of {model_name} converted to PD-{mode} PDConv2d'
+             + (f" ({', '.join(f'{k}: {n}' for k, n in sorted(kinds.items()))})" if kinds else '')]
+    by_reason = defaultdict(list)
+    for name, reason in report['plain'].items():
+        by_reason[reason].append(name)
+    if by_reason:
+        lines.append(f"left plain: {len(report['plain'])}")
+        for reason, names in sorted(by_reason.items(), key=lambda kv: -len(kv[1])):
+            more = f', ... (+{len(names) - 3})' if len(names) > 3 else ''
+            lines.append(f'  {len(names)} {reason}: {", ".join(names[:3])}{more}')
+    drops = Counter(f'{b if isinstance(b, str) else b.get("type")}: {r}'
+                    for d in report['dropped_branches'].values() for b, r in d)
+    for what, n in sorted(drops.items()):
+        lines.append(f'  branch dropped in {n} layer(s): {what}')
+    if report['num_bn'] == 0:
+        lines.append('  the network has no BatchNorm: nothing to pair')
+    return '\n'.join(lines)
+
+
+# --------------------------------------------------------------------------------------------- plain start
+def _load_plain_pairs(module: nn.Module, state_dict: Dict[str, Tensor], prefix: str, *args) -> None:
+    """load_state_dict pre-hook: plain conv + BN keys of converted pairs -> an equivalent PDConv2d state.
+
+    A pair already in PDDR form (or a deployed layer) is left alone; a conv bias (redundant before a BN)
+    is folded into the BN's running mean.
+    """
+    for conv_name, info in getattr(module, 'pddr_layers', {}).items():
+        layer = module.get_submodule(conv_name)
+        conv_prefix, norm_prefix = f'{prefix}{conv_name}.', f'{prefix}{info["norm"]}.'
+        if (getattr(layer, 'deployed', True) or conv_prefix + 'weight' not in state_dict
+                or norm_prefix + 'running_mean' not in state_dict
+                or any(k.startswith(conv_prefix + 'branches.') for k in state_dict)):
+            continue
+        bias = state_dict.pop(conv_prefix + 'bias', None)
+        if bias is not None:  # BN(conv(x) + b) = BN'(conv(x)) with running_mean' = running_mean - b
+            state_dict[norm_prefix + 'running_mean'] = state_dict[norm_prefix + 'running_mean'] - bias
+        template = {conv_prefix + k: v for k, v in layer.state_dict().items()}
+        plain_to_pd_layer(state_dict, conv_prefix, norm_prefix, layer.mode, info['branches'], layer.branch_groups,
+                          info['reduction'], template=template)
