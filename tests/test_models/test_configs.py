@@ -22,6 +22,7 @@ DETECTORS = [
     ('cascade_rcnn/cascade-rcnn_r50_fpn_1x_coco.py', 0),
     ('cascade_rcnn/cascade-rcnn_pd-a-r50_fpn_1x_coco.py', 16),
     ('cascade_rcnn/cascade-rcnn_pd-b-r50_fpn_1x_coco.py', 16),
+    ('yolo/yolov3_pd-b-mobilenetv2_8xb24-320-300e_coco.py', 1),  # PDDRBackbone: the conv + BN pairs found
 ]
 CLASSIFIERS = [
     ('resnet/resnet18_8xb32_in1k.py', 0),
@@ -75,7 +76,9 @@ def _same_detections(pred, ref):
         assert torch.equal(p.labels.sort().values, r.labels.sort().values)
         # random BN makes the regression deltas large; box decoding (exp, three times in Cascade R-CNN)
         # amplifies the ~1e-6 relative difference of the fused network outputs to ~0.01 pixel (of 128)
-        dist = (p.bboxes[:, None] - r.bboxes[None]).abs().amax(-1)
+        diff = (p.bboxes[:, None] - r.bboxes[None]).abs()
+        diff[p.bboxes[:, None] == r.bboxes[None]] = 0  # YOLOv3's exp() decoding may give inf in both
+        dist = diff.amax(-1)
         dist[p.labels[:, None] != r.labels[None]] = float('inf')
         dist[(p.scores[:, None] - r.scores[None]).abs() > 1e-4] = float('inf')
         assert dist.amin(1).max() <= 5e-2 and dist.amin(0).max() <= 5e-2
@@ -110,6 +113,8 @@ def _set_score_thr(model, thr: float) -> None:
         if head is not None and head.test_cfg is not None:
             if 'score_thr' in head.test_cfg:
                 head.test_cfg.score_thr = thr
+            if 'conf_thr' in head.test_cfg:  # YOLOv3's objectness threshold
+                head.test_cfg.conf_thr = thr
             if 'rcnn' in head.test_cfg:
                 head.test_cfg.rcnn.score_thr = thr
 
@@ -131,3 +136,39 @@ def test_classifier_config(path, num_pd):
     assert len(preds) == 2 and preds[0].pred_score.shape == (10, )
     if num_pd:
         _check_fusion(model, data, num_pd, _same_scores)
+
+
+# PDDRBackbone configs on mmpretrain's MobileViT recipe: (config, base config, converted layers)
+MOBILEVIT = [
+    ('mobilevit/pd-a-mobilevit-small_8xb128_in1k.py', 'mobilevit/mobilevit-small_8xb128_in1k.py', 7),
+    ('mobilevit/pd-b-mobilevit-small_8xb128_in1k.py', 'mobilevit/mobilevit-small_8xb128_in1k.py', 7),
+    ('mobilevit/pd-b-mobilevit-xxsmall_8xb128_in1k.py', 'mobilevit/mobilevit-xxsmall_8xb128_in1k.py', 7),
+]
+
+
+@pytest.mark.parametrize('path,base,num_pd', MOBILEVIT, ids=[p for p, _, _ in MOBILEVIT])
+def test_mobilevit_config(path, base, num_pd):
+    import os
+
+    import mmpretrain
+    cfg = load_cfg(path)
+    base_cfg = load_cfg(os.path.join(os.path.dirname(mmpretrain.__file__), '.mim', 'configs', base))
+    assert 'pddr_mm' in cfg.custom_imports['imports']
+    # mmpretrain's recipe unchanged; only the backbone is wrapped
+    for key in ('optim_wrapper', 'param_scheduler', 'train_cfg', 'train_dataloader', 'data_preprocessor'):
+        assert _unscoped(cfg[key]) == _unscoped(base_cfg[key]), key
+    assert cfg.model.backbone.type == 'PDDRBackbone' and cfg.model.backbone.backbone == base_cfg.model.backbone
+    model = build_classifier(cfg.model)
+    data = cls_batch(size=64)
+    losses = train_step(model, data)
+    print(f'\n{path}: loss {losses["loss"].item():.4f}', end='')
+    _check_fusion(model, data, num_pd, _same_scores)
+
+
+def _unscoped(cfg):
+    """A config value without the ``_scope_`` keys that a 'mmpretrain::' base adds."""
+    if isinstance(cfg, dict):
+        return {k: _unscoped(v) for k, v in cfg.items() if k != '_scope_'}
+    if isinstance(cfg, (list, tuple)):
+        return [_unscoped(v) for v in cfg]
+    return cfg
