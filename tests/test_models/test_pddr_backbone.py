@@ -212,3 +212,52 @@ def _count(values) -> Dict[str, int]:
     for v in values:
         out[v] = out.get(v, 0) + 1
     return out
+
+
+def _tool(name: str):
+    """tools/<name>.py as a module (the tools are scripts, not a package)."""
+    import importlib.util
+    import os
+    path = os.path.join(os.path.dirname(__file__), '..', '..', 'tools', f'{name}.py')
+    spec = importlib.util.spec_from_file_location(f'pddr_tool_{name}', path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_deployment_tools_on_a_pddr_backbone_config(tmp_path, capsys):
+    """The deploy rewriting, tools/deploy.py, tools/get_flops.py and tools/benchmark.py on a PDDRBackbone
+    config (PD-B MobileViT-XXS): deploy=True builds the fused form, the plain baseline is the inner backbone."""
+    from mmengine.config import Config
+
+    from _helpers import CONFIG_DIR
+    from pddr_mm.deployment import count_pddr_cfgs, deploy_model_cfg, plain_model_cfg
+    from pddr_mm.deployment.checkpoint import build_model, convert_checkpoint
+    path = f'{CONFIG_DIR}/mobilevit/pd-b-mobilevit-xxsmall_8xb128_in1k.py'
+    cfg = Config.fromfile(path)
+    inner = dict(type='MobileViT', arch='xx_small')
+    assert count_pddr_cfgs(cfg.model) == 1
+    assert plain_model_cfg(cfg.model)['backbone'] == inner
+    assert deploy_model_cfg(cfg.model)['backbone']['deploy'] is True
+
+    model = build_model(cfg)
+    num = len(model.backbone.pddr_layers)
+    randomize_bn(model, seed=4)
+    ckpt = str(tmp_path / 'epoch_1.pth')
+    torch.save(dict(meta={}, state_dict=model.state_dict()), ckpt)
+    deploy_cfg, deploy_ckpt, info = convert_checkpoint(cfg, ckpt, str(tmp_path), check_shape=(64, 64))
+    assert info['fused_layers'] == num and info['check_error'] <= 1e-4
+    deployed = build_model(Config.fromfile(deploy_cfg))
+    deployed.load_state_dict(torch.load(deploy_ckpt)['state_dict'], strict=True)
+    assert pddr_mm.is_deployed(deployed) and len(_pd_layers(deployed)) == num
+
+    flops = _tool('get_flops').main([path, '--shape', '64', '--deploy'])
+    assert flops['flops'] > 0
+    result = _tool('benchmark').main([path, ckpt, '--shape', '64', '64', '--repeat', '1', '--warmup', '0'])
+    assert result['fused_layers'] == num
+    inf = result['inference']
+    plain_params = _params(_build('mmpretrain', inner)) + (inf['unfused']['params'] - _params(model.backbone))
+    assert inf['baseline']['params'] == plain_params
+    print(f"\n[pddr-backbone] PD-B MobileViT-XXS deploy check {info['check_error']:.1e}; 64x64 batch 1 latency ms "
+          f"unfused {inf['unfused']['median_ms']:.1f} fused {inf['fused']['median_ms']:.1f} "
+          f"plain {inf['baseline']['median_ms']:.1f} (1 repeat, not a measurement)")
