@@ -27,6 +27,7 @@ import torch.nn as nn
 from mmengine.logging import print_log
 from mmengine.model import revert_sync_batchnorm
 from mmengine.model.weight_init import initialize
+from mmengine.registry import MODELS
 from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -35,8 +36,9 @@ from .backbones.plain_to_pd import plain_to_pd_layer
 
 KernelSizes = Optional[Sequence[Union[int, Tuple[int, int]]]]
 
-# BN classes whose forward is the plain batch norm (what a PDConv2d's branch BNs compute); their mmcv
-# norm_cfg type. mmengine's _BatchNormXd is what revert_sync_batchnorm turns SyncBN into.
+# BN classes whose forward is the plain batch norm (what a PDConv2d's branch BNs compute), with their mmcv
+# norm_cfg type: torch's, the ones mmengine registers as 'BN' / 'SyncBN', and mmengine's _BatchNormXd
+# (what revert_sync_batchnorm turns SyncBN into)
 _FOLDABLE_NORMS = {nn.BatchNorm2d: 'BN', nn.SyncBatchNorm: 'SyncBN'}
 try:
     from mmengine.model.utils import _BatchNormXd
@@ -176,7 +178,12 @@ def _kernel_selected(kernel_size: Tuple[int, int], kernel_sizes: KernelSizes) ->
 
 def _norm_cfg(bn: _BatchNorm) -> Optional[Dict]:
     """The mmcv norm_cfg that builds ``bn``'s kind of BN, or None if it cannot become branch BNs."""
-    norm_type = _FOLDABLE_NORMS.get(type(bn))
+    foldable = dict(_FOLDABLE_NORMS)
+    for name in ('BN', 'SyncBN'):
+        cls = MODELS.get(name)
+        if cls is not None:
+            foldable.setdefault(cls, name)
+    norm_type = foldable.get(type(bn))
     if norm_type is None or not bn.affine or not bn.track_running_stats:
         return None
     return dict(type=norm_type, eps=bn.eps, momentum=bn.momentum)
