@@ -24,8 +24,8 @@ from collections import defaultdict
 
 import pytest
 import torch
+import torch.nn as nn
 from mmengine.config import Config
-from mmengine.logging import MMLogger
 from mmengine.model import revert_sync_batchnorm
 
 import pddr_mm
@@ -119,16 +119,18 @@ def _no_pretrained(cfg):
     return cfg
 
 
+@torch.no_grad()
 def _build(cfg):
     model = revert_sync_batchnorm(build_detector(_no_pretrained(cfg)))  # SyncBN needs a process group
-    # init_weights: some layers (TridentConv) hold uninitialised memory until it runs; its log is long
-    logger = MMLogger.get_current_instance()
-    level = logger.level
-    logger.setLevel('WARNING')
-    try:
-        model.init_weights()
-    finally:
-        logger.setLevel(level)
+    # a module that creates its weight without initialising it (mmdet's TridentConv: torch.Tensor(shape),
+    # left to init_weights, which the harness does not run: it is slow) would compute with whatever memory
+    # held, NaN at times: such weights get Kaiming-normal here
+    for m in model.modules():
+        weight = m._parameters.get('weight')
+        if weight is not None and weight.dim() > 1 and not hasattr(m, 'reset_parameters'):
+            nn.init.kaiming_normal_(weight, mode='fan_out', nonlinearity='relu')
+            if m._parameters.get('bias') is not None:
+                m._parameters['bias'].zero_()
     return model
 
 
@@ -151,6 +153,15 @@ def _plain_error(model_cfg, data):
     except Exception as e:  # noqa: B902  (compared by the caller)
         return e
     return None
+
+
+@pytest.fixture(scope='module', autouse=True)
+def one_thread():
+    """Batch 1 at 64x64: one intra-op thread is faster, and much faster on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def test_every_usual_family_sampled():
