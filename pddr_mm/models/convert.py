@@ -31,7 +31,7 @@ from mmengine.registry import MODELS
 from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..ops import DEFAULT_BRANCHES, PDConv2d
+from ..ops import DEFAULT_BRANCHES, PDConv2d, filter_branches
 from .backbones.plain_to_pd import plain_to_pd_layer
 
 KernelSizes = Optional[Sequence[Union[int, Tuple[int, int]]]]
@@ -199,21 +199,6 @@ def _padding(conv: nn.Conv2d) -> Optional[Tuple[int, int]]:
     return tuple(conv.padding)
 
 
-def _filter_branches(branches, in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
-                     norm_cfg, branch_groups):
-    """The branches a layer can take, and (branch, reason) for the others."""
-    # TODO(core v2): pddr_mm.ops.filter_branches; until then PDConv2d takes dense layers only
-    if groups != 1:
-        return (), [(b, f'groups={groups}: this PDConv2d takes dense convolutions only') for b in branches]
-    kept, dropped = [], []
-    for b in branches:
-        if b == 'group' and (in_channels % branch_groups or out_channels % branch_groups):
-            dropped.append((b, f'branch_groups={branch_groups} does not divide {in_channels}->{out_channels}'))
-        else:
-            kept.append(b)
-    return tuple(kept), dropped
-
-
 def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
     parent_name, _, attr = name.rpartition('.')
     parent = model.get_submodule(parent_name) if parent_name else model
@@ -234,6 +219,7 @@ def convert_to_pd(model: nn.Module,
                   branches: Sequence = DEFAULT_BRANCHES,
                   branch_groups: int = 64,
                   reduction: int = 16,
+                  temperature: float = 1.0,
                   forward_path: str = 'auto',
                   deploy: bool = False,
                   kernel_sizes: KernelSizes = None,
@@ -280,7 +266,7 @@ def convert_to_pd(model: nn.Module,
         if conv.padding_mode != 'zeros' or padding is None:
             plain[name] = f"padding {conv.padding!r} / padding_mode {conv.padding_mode!r} not supported"
             continue
-        kept, dropped = _filter_branches(branches, conv.in_channels, conv.out_channels, conv.kernel_size,
+        kept, dropped = filter_branches(branches, conv.in_channels, conv.out_channels, conv.kernel_size,
                                          conv.stride, padding, conv.dilation, conv.groups, norm_cfg, branch_groups)
         if dropped:
             dropped_branches[name] = dropped
@@ -291,7 +277,7 @@ def convert_to_pd(model: nn.Module,
         layer = PDConv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
                          padding=padding, dilation=conv.dilation, groups=conv.groups, bias=False, mode=mode,
                          branches=kept, branch_groups=branch_groups, norm_cfg=norm_cfg, reduction=reduction,
-                         forward_path=forward_path, deploy=deploy).to(conv.weight)
+                         temperature=temperature, forward_path=forward_path, deploy=deploy).to(conv.weight)
         if not deploy:  # now: a parent (mmcv's ConvModule) may never call init_weights; quietly
             initialize(layer, layer.init_cfg)
             layer._is_init = True
@@ -300,8 +286,7 @@ def convert_to_pd(model: nn.Module,
         _set_module(model, name, layer)
         _set_module(model, norm_name, nn.Identity())
         converted[name] = _kind(conv)
-        layers[name] = dict(norm=norm_name, branches=kept, reduction=reduction,
-                            conv_bias=conv.bias is not None)
+        layers[name] = dict(norm=norm_name, conv_bias=conv.bias is not None)
     model.pddr_layers = layers
     if layers and not getattr(model, '_pddr_hook', False):
         model._register_load_state_dict_pre_hook(_load_plain_pairs, with_module=True)
@@ -362,6 +347,5 @@ def _load_plain_pairs(module: nn.Module, state_dict: Dict[str, Tensor], prefix: 
         bias = state_dict.pop(conv_prefix + 'bias', None)
         if bias is not None:  # BN(conv(x) + b) = BN'(conv(x)) with running_mean' = running_mean - b
             state_dict[norm_prefix + 'running_mean'] = state_dict[norm_prefix + 'running_mean'] - bias
-        template = {conv_prefix + k: v for k, v in layer.state_dict().items()}
-        plain_to_pd_layer(state_dict, conv_prefix, norm_prefix, layer.mode, info['branches'], layer.branch_groups,
-                          info['reduction'], template=template)
+        plain_to_pd_layer(state_dict, conv_prefix, norm_prefix, layer.mode, layer.branch_cfgs, layer.branch_groups,
+                          layer.reduction, template=layer.state_dict(), groups=layer.groups)

@@ -135,8 +135,8 @@ def _effective_pd_b_params(model: nn.Module) -> int:
     refinement; the other branches' stored kernels are left out."""
     total = _params(model)
     for m in _pd_layers(model):
-        total -= _params(m) - (m.out_channels * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
-                               + m.out_channels + _params(m.refine))
+        one = m.out_channels * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1] + m.out_channels
+        total -= _params(m) - (one + _params(m.refinement))
     return total
 
 
@@ -219,20 +219,21 @@ def _tool(name: str):
     import importlib.util
     import os
     path = os.path.join(os.path.dirname(__file__), '..', '..', 'tools', f'{name}.py')
-    spec = importlib.util.spec_from_file_location(f'pddr_tool_{name}', path)
+    spec = importlib.util.spec_from_file_location(f"pddr_tool_{name.replace('/', '_')}", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
 
 
 def test_deployment_tools_on_a_pddr_backbone_config(tmp_path, capsys):
-    """The deploy rewriting, tools/deploy.py, tools/get_flops.py and tools/benchmark.py on a PDDRBackbone
-    config (PD-B MobileViT-XXS): deploy=True builds the fused form, the plain baseline is the inner backbone."""
+    """The deploy rewriting, tools/model_converters/reparameterize.py and tools/analysis_tools/get_flops.py
+    and benchmark.py on a PDDRBackbone config (PD-B MobileViT-XXS): deploy=True builds the fused form, the
+    plain baseline is the inner backbone."""
     from mmengine.config import Config
 
     from _helpers import CONFIG_DIR
     from pddr_mm.deployment import count_pddr_cfgs, deploy_model_cfg, plain_model_cfg
-    from pddr_mm.deployment.checkpoint import build_model, convert_checkpoint
+    from pddr_mm.deployment.checkpoint import build_model
     path = f'{CONFIG_DIR}/mobilevit/pd-b-mobilevit-xxsmall_8xb128_in1k.py'
     cfg = Config.fromfile(path)
     inner = dict(type='MobileViT', arch='xx_small')
@@ -245,15 +246,17 @@ def test_deployment_tools_on_a_pddr_backbone_config(tmp_path, capsys):
     randomize_bn(model, seed=4)
     ckpt = str(tmp_path / 'epoch_1.pth')
     torch.save(dict(meta={}, state_dict=model.state_dict()), ckpt)
-    deploy_cfg, deploy_ckpt, info = convert_checkpoint(cfg, ckpt, str(tmp_path), check_shape=(64, 64))
+    deploy_cfg, deploy_ckpt = _tool('model_converters/reparameterize').main([path, ckpt, '--out-dir', str(tmp_path)])
+    info = torch.load(deploy_ckpt)['meta']['pddr_deploy']
     assert info['fused_layers'] == num and info['check_error'] <= 1e-4
     deployed = build_model(Config.fromfile(deploy_cfg))
     deployed.load_state_dict(torch.load(deploy_ckpt)['state_dict'], strict=True)
     assert pddr_mm.is_deployed(deployed) and len(_pd_layers(deployed)) == num
 
-    flops = _tool('get_flops').main([path, '--shape', '64', '--deploy'])
+    flops = _tool('analysis_tools/get_flops').main([path, '--shape', '64', '--deploy'])
     assert flops['flops'] > 0
-    result = _tool('benchmark').main([path, ckpt, '--shape', '64', '64', '--repeat', '1', '--warmup', '0'])
+    result = _tool('analysis_tools/benchmark').main([path, '--checkpoint', ckpt, '--shape', '64', '64',
+                                                     '--repeat-num', '1', '--num-warmup', '0'])
     assert result['fused_layers'] == num
     inf = result['inference']
     plain_params = _params(_build('mmpretrain', inner)) + (inf['unfused']['params'] - _params(model.backbone))

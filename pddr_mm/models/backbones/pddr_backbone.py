@@ -41,6 +41,7 @@ def PDDRBackbone(backbone: Dict,
                  branches: Sequence = DEFAULT_BRANCHES,
                  branch_groups: int = 64,
                  reduction: int = 16,
+                 temperature: float = 1.0,
                  forward_path: str = 'auto',
                  deploy: bool = False,
                  kernel_sizes: KernelSizes = None,
@@ -59,7 +60,7 @@ def PDDRBackbone(backbone: Dict,
     Args:
         backbone: the inner backbone's config, unchanged (its ``init_cfg`` included: a Pretrained plain
             checkpoint starts the PDDR network computing what the plain one did, in eval mode).
-        mode, branches, branch_groups, reduction, forward_path, deploy: PDConv2d's. A branch a layer
+        mode, branches, branch_groups, reduction, temperature, forward_path, deploy: PDConv2d's. A branch a layer
             cannot take is left out of that layer; a PD-B layer needs two branches left, else stays plain.
         kernel_sizes: kernel sizes to convert (k for kxk, or (kh, kw)); default: 3x3 and larger.
         include / exclude: regular expressions searched in conv module names (e.g. ``exclude=['stem']``).
@@ -80,8 +81,8 @@ def PDDRBackbone(backbone: Dict,
     gen = torch.Generator().manual_seed(0)
     inputs = torch.randn(2, in_channels if isinstance(in_channels, int) else 3, *trace_shape, generator=gen)
     convert_to_pd(model, inputs, mode=mode, branches=branches, branch_groups=branch_groups, reduction=reduction,
-                  forward_path=forward_path, deploy=deploy, kernel_sizes=kernel_sizes, include=include,
-                  exclude=exclude)
+                  temperature=temperature, forward_path=forward_path, deploy=deploy, kernel_sizes=kernel_sizes,
+                  include=include, exclude=exclude)
     return model
 
 
