@@ -22,7 +22,7 @@ DETECTORS = [
     ('cascade_rcnn/cascade-rcnn_r50_fpn_1x_coco.py', 0),
     ('cascade_rcnn/cascade-rcnn_pd-a-r50_fpn_1x_coco.py', 16),
     ('cascade_rcnn/cascade-rcnn_pd-b-r50_fpn_1x_coco.py', 16),
-    ('yolo/yolov3_pd-b-mobilenetv2_8xb24-320-300e_coco.py', 1),  # PDDRBackbone: the conv + BN pairs found
+    ('yolo/yolov3_pd-b-mobilenetv2_8xb24-320-300e_coco.py', 18),  # PDDRBackbone: the conv + BN pairs found
 ]
 CLASSIFIERS = [
     ('resnet/resnet18_8xb32_in1k.py', 0),
@@ -140,9 +140,9 @@ def test_classifier_config(path, num_pd):
 
 # PDDRBackbone configs on mmpretrain's MobileViT recipe: (config, base config, converted layers)
 MOBILEVIT = [
-    ('mobilevit/pd-a-mobilevit-small_8xb128_in1k.py', 'mobilevit/mobilevit-small_8xb128_in1k.py', 7),
-    ('mobilevit/pd-b-mobilevit-small_8xb128_in1k.py', 'mobilevit/mobilevit-small_8xb128_in1k.py', 7),
-    ('mobilevit/pd-b-mobilevit-xxsmall_8xb128_in1k.py', 'mobilevit/mobilevit-xxsmall_8xb128_in1k.py', 7),
+    ('mobilevit/pd-a-mobilevit-small_8xb128_in1k.py', 'mobilevit/mobilevit-small_8xb128_in1k.py', 14),
+    ('mobilevit/pd-b-mobilevit-small_8xb128_in1k.py', 'mobilevit/mobilevit-small_8xb128_in1k.py', 14),
+    ('mobilevit/pd-b-mobilevit-xxsmall_8xb128_in1k.py', 'mobilevit/mobilevit-xxsmall_8xb128_in1k.py', 14),
 ]
 
 
