@@ -1,7 +1,7 @@
 # PD-A MobileViT-S on ImageNet with mmpretrain's MobileViT recipe (data, schedule and runtime of the base
 # config, unchanged). PDDRBackbone converts every conv + BN pair of the backbone with a 3x3 or larger
 # kernel (found from a traced forward, see pddr_mm/models/convert.py) into a PD-A PDConv2d; the backbone
-# config itself is the base's. Deploy with tools/deploy.py; its plain baseline is the base config.
+# config itself is the base's. Deploy with tools/model_converters/reparameterize.py; its plain baseline is the base config.
 _base_ = 'mmpretrain::mobilevit/mobilevit-small_8xb128_in1k.py'
 
 custom_imports = dict(imports=['pddr_mm'], allow_failed_imports=False)

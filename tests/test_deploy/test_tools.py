@@ -1,4 +1,4 @@
-"""tools/analysis_tools/benchmark.py and tools/analysis_tools/get_flops.py on tiny generated models (small inputs, 2 repeats)."""
+"""tools/analysis_tools/benchmark.py and get_flops.py on tiny generated models (small inputs, 2 repeats)."""
 import json
 
 import pytest

@@ -4,6 +4,7 @@ import json
 import math
 import os.path as osp
 
+import pytest
 from conftest import REPO, unique_visualizer
 from mmengine.config import Config
 from mmengine.runner import Runner
@@ -11,12 +12,13 @@ from mmengine.runner import Runner
 import pddr_mm  # noqa: F401
 from pddr_mm.utils import setup_runtime
 
-CLS_CONFIG = osp.join(REPO, 'configs', 'demo', 'pd-b-resnet18_shapes-cls.py')
+CLS_CONFIGS = [osp.join(REPO, 'configs', 'demo', name)
+               for name in ('pd-b-resnet18_shapes-cls.py', 'pd-b-mobilevit-xxs_shapes-cls.py')]
 ITERS = 12
 
 
-def _config(data_root: str, work_dir: str) -> Config:
-    cfg = Config.fromfile(CLS_CONFIG)
+def _config(config: str, data_root: str, work_dir: str) -> Config:
+    cfg = Config.fromfile(config)
     for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
         loader.dataset.data_root = osp.join(data_root, 'cls')
         loader.batch_size = 8
@@ -31,9 +33,10 @@ def _config(data_root: str, work_dir: str) -> Config:
     return setup_runtime(cfg)
 
 
-def test_classifier_demo_trains_and_fused_test_matches(tiny_shapes, tmp_path):
+@pytest.mark.parametrize('config', CLS_CONFIGS, ids=osp.basename)
+def test_classifier_demo_trains_and_fused_test_matches(config, tiny_shapes, tmp_path):
     work = str(tmp_path / 'train')
-    cfg = _config(tiny_shapes, work)
+    cfg = _config(config, tiny_shapes, work)
     runner = Runner.from_cfg(cfg)
     runner.train()
     unfused = runner.test()
@@ -45,7 +48,7 @@ def test_classifier_demo_trains_and_fused_test_matches(tiny_shapes, tmp_path):
     logged = [r for r in records if 'accuracy/top1' in r][-1]
     assert unfused['accuracy/top1'] == logged['accuracy/top1']
 
-    test_cfg = _config(tiny_shapes, str(tmp_path / 'fused'))
+    test_cfg = _config(config, tiny_shapes, str(tmp_path / 'fused'))
     test_cfg.load_from = osp.join(work, f'iter_{ITERS}.pth')
     test_cfg.custom_hooks = [dict(type='PDDRDeployHook')]
     tester = Runner.from_cfg(test_cfg)

@@ -1,4 +1,4 @@
-"""FLOPs and parameters of a (PDDR) model, as mmdet's / mmpretrain's tools/analysis_tools/analysis_tools/get_flops.py.
+"""FLOPs and parameters of a (PDDR) model, as mmdet's / mmpretrain's tools/analysis_tools/get_flops.py.
 
 Counted by mmengine.analysis.get_model_complexity_info on the forward in mode='tensor' of one generated,
 preprocessed image. Without --deploy the PDDR layers are counted branch by branch (the training

@@ -67,7 +67,7 @@ def PDDRBackbone(backbone: Dict,
         trace_shape: (H, W) of the traced batch (2 images); any size the backbone accepts.
         init_cfg: if given, replaces the inner backbone's ``init_cfg``.
 
-    The plain baseline of this config (``tools/benchmark.py``, ``pddr_mm.deployment.to_plain_config``)
+    The plain baseline of this config (``tools/analysis_tools/benchmark.py``, ``pddr_mm.deployment.to_plain_config``)
     is ``backbone`` itself.
     """
     if not isinstance(backbone, dict) or 'type' not in backbone:
