@@ -86,9 +86,15 @@ val_evaluator = dict(
     backend_args=backend_args)
 test_evaluator = val_evaluator
 
-# ---------------------------------------------------------------- schedule: a few minutes on 2 CPU cores
-max_epochs = 12
-train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=2)
+# ---------------------------------------------------------------- schedule
+# Shortened for the demo: 8 epochs (800 iterations of batch 8), not mmdet's 12 ("1x"), so that
+# tools/run_demo.sh trains this model and retinanet_r18-pdb_shapes.py (which inherits this schedule
+# unchanged: the comparison is on the same schedule) and tests, measures and plots both within
+# 15 minutes on 2 CPU cores. Measured on the 2-core development machine, shared with other work:
+# about 0.3 s per iteration for this model and 0.4 s for the PD-B one. Validation after every epoch
+# (100 images, a few seconds) gives the demo's comparison plot its mAP curves.
+max_epochs = 8
+train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=1)
 optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',
