@@ -125,8 +125,9 @@ def build_summary(args: argparse.Namespace) -> str:
     lines.append(f"- latency: tools/analysis_tools/benchmark.py, the three models timed round robin in one process "
                  f"({bench['repeat']} repeats after {bench['warmup']} warm-up, median), the model's forward in "
                  f"mode='tensor' on a preprocessed batch (no data loading, no NMS), on {bench['device']}; the "
-                 f"plain model there is built from the {args.name} config with random weights (same architecture "
-                 f"as the trained baseline; weights do not change its latency)")
+                 f"plain model there is built from the {args.name} config with random weights ("
+                 + ("the trained baseline's architecture; " if args.baseline else '')
+                 + "weights do not change its latency)")
     lines.append(f"- latency ratios: fused/{args.baseline_name} {bench['ratios']['fused/baseline']:.2f}, "
                  f"unfused/fused {bench['ratios']['unfused/fused']:.2f}"
                  + (f"; the per-sample kernel mixing of the fused PD-B layers alone takes "
