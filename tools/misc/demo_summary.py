@@ -124,7 +124,7 @@ def build_summary(args: argparse.Namespace) -> str:
             f'{osp.basename(osp.normpath(d))} {epochs_trained(d)}' for d in args.train_dirs))
     lines.append(f"- latency: tools/analysis_tools/benchmark.py, the three models timed round robin in one process "
                  f"({bench['repeat']} repeats after {bench['warmup']} warm-up, median), the model's forward in "
-                 f"mode='tensor' on a preprocessed batch (no data loading, no NMS), on {bench['device']}; the "
+                 f"mode='tensor' on a preprocessed batch (no data loading, no post-processing such as NMS), on {bench['device']}; the "
                  f"plain model there is built from the {args.name} config with random weights ("
                  + ("the trained baseline's architecture; " if args.baseline else '')
                  + "weights do not change its latency)")
