@@ -16,6 +16,7 @@ import matplotlib
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from plot_curves import load_scalars  # noqa: E402
@@ -59,7 +60,9 @@ def plot_compare(runs: Dict[str, tuple], out: str) -> List[str]:
                 top = max(top, max(v for _, v in points))
                 ax_val.plot(*zip(*points), style, marker='o', ms=4, color=c, label=f'{label}: {key.split("/")[-1]}')
     ax_loss.set(title='training loss (total)', xlabel='iteration', ylabel='loss')
-    ax_loss.set_yscale('log')
+    ax_loss.set_yscale('log')  # plain numbers on the ticks, not powers of ten
+    ax_loss.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f'{v:g}'))
+    ax_loss.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f'{v:g}'))
     ax_val.set(title='validation', xlabel='epoch (or iteration) of the evaluation',
                ylabel='%' if percent else 'COCO metric', ylim=(0, min(100 if percent else 1, 1.15 * top) or 1))
     for ax in (ax_loss, ax_val):
