@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from pddr_mm.ops import is_deployed
+from pddr_mm.ops import MixedConv2d, is_deployed
 from pddr_mm.ops.onnx_export import dynamic_batch_export
 
 from .models import compare_outputs, flatten_tensors, fused_copy, pd_layers, unfused_reference, unwrap
@@ -77,17 +77,18 @@ def export_onnx(model: nn.Module, inputs: Tensor, output_file: str, opset: int =
     if num_outputs == 0:
         raise RuntimeError("the model's tensor-mode forward returned no tensor: nothing to export")
     output_names = [f'output{i}' for i in range(num_outputs)]
+    per_sample = dynamic and any(isinstance(m, MixedConv2d) for m in fused.modules())
     dynamic_axes = None
     if dynamic:
         dynamic_axes = {INPUT_NAME: {0: 'batch', 2: 'height', 3: 'width'}}
         dynamic_axes.update({name: {0: 'batch'} for name in output_names})
     buffer = io.BytesIO()
-    with warnings.catch_warnings(), dynamic_batch_export() if dynamic else contextlib.nullcontext():
+    with warnings.catch_warnings(), dynamic_batch_export() if per_sample else contextlib.nullcontext():
         warnings.simplefilter('ignore', torch.jit.TracerWarning)
         warnings.simplefilter('ignore', DeprecationWarning)
         torch.onnx.export(wrapper, (inputs, ), buffer, input_names=[INPUT_NAME], output_names=output_names,
                           dynamic_axes=dynamic_axes, opset_version=opset, do_constant_folding=True,
-                          custom_opsets={'pddr': 1} if dynamic else None, dynamo=False)
+                          custom_opsets={'pddr': 1} if per_sample else None, dynamo=False)
     proto = onnx.load_from_string(buffer.getvalue())
     loops = expand_per_sample_convs(proto)
     onnx.checker.check_model(proto)
