@@ -86,9 +86,18 @@ def export_onnx(model: nn.Module, inputs: Tensor, output_file: str, opset: int =
     with warnings.catch_warnings(), dynamic_batch_export() if per_sample else contextlib.nullcontext():
         warnings.simplefilter('ignore', torch.jit.TracerWarning)
         warnings.simplefilter('ignore', DeprecationWarning)
-        torch.onnx.export(wrapper, (inputs, ), buffer, input_names=[INPUT_NAME], output_names=output_names,
-                          dynamic_axes=dynamic_axes, opset_version=opset, do_constant_folding=True,
-                          custom_opsets={'pddr': 1} if per_sample else None, dynamo=False)
+        try:
+            torch.onnx.export(wrapper, (inputs, ), buffer, input_names=[INPUT_NAME], output_names=output_names,
+                              dynamic_axes=dynamic_axes, opset_version=opset, do_constant_folding=True,
+                              custom_opsets={'pddr': 1} if per_sample else None, dynamo=False)
+        except ModuleNotFoundError as e:
+            if not (e.name or '').startswith('mmdet.core'):
+                raise
+            # mmdet 3.x's box coders still import mmdet 2.x's export helpers while tracing for ONNX
+            raise RuntimeError(
+                "this detector decodes boxes in mode='tensor' (e.g. a two-stage detector's RPN proposals), and "
+                f"mmdet's ONNX branch of the box coder imports {e.name}, which mmdet 3.x no longer has: "
+                'only detectors whose tensor mode stops at the head outputs (RetinaNet, FCOS, ...) export here') from e
     proto = onnx.load_from_string(buffer.getvalue())
     loops = expand_per_sample_convs(proto)
     onnx.checker.check_model(proto)

@@ -56,9 +56,11 @@ def export_and_check(cfg: Config, shape, tmp_path, name: str):
     data = make_inputs(model, 2, shape)
     info = export_onnx(model, data['inputs'], str(tmp_path / f'{name}.onnx'), dynamic=True,
                        data_samples=data['data_samples'])
-    errors = check_batch_sizes(ort_session(info['output_file']), reference_model(model), data['inputs'], (1, 2, 5),
-                               data['data_samples'])
+    session, reference = ort_session(info['output_file']), reference_model(model)
+    errors = check_batch_sizes(session, reference, data['inputs'], (1, 2, 5), data['data_samples'])
     assert max(errors.values()) < TOL, errors
+    wider = torch.cat([data['inputs'], data['inputs'].flip(-1)], dim=-1)  # height and width are dynamic too
+    assert check_batch_sizes(session, reference, wider, (3, ), data['data_samples'])[3] < TOL
     plain = build_model(to_plain_config(cfg)).eval()
     plain_info = export_onnx(plain, data['inputs'], str(tmp_path / f'{name}_plain.onnx'), dynamic=True,
                              data_samples=data['data_samples'])
@@ -145,3 +147,14 @@ def test_benchmark_onnxruntime_backend(tmp_path, capsys):
     assert result['ratios']['fused/baseline'] > 0
     with pytest.raises(ValueError, match='CPU only'):
         benchmark.main([cfg_path, '--backend', 'onnxruntime', '--train'])
+
+
+def test_detector_decoding_boxes_in_tensor_mode_is_a_clear_error(tmp_path, monkeypatch):
+    """mmdet 3.x's box coders import mmdet 2.x's export helpers when traced for ONNX (two-stage detectors)."""
+    def export(*args, **kwargs):
+        raise ModuleNotFoundError("No module named 'mmdet.core'", name='mmdet.core')
+
+    monkeypatch.setattr(torch.onnx, 'export', export)
+    model = load_model(classifier_cfg('A'))
+    with pytest.raises(RuntimeError, match="decodes boxes in mode='tensor'"):
+        export_onnx(model, make_inputs(model, 1, (32, 32))['inputs'], str(tmp_path / 'x.onnx'))
