@@ -20,7 +20,8 @@ from torch import Tensor
 from pddr_mm.ops import MixedConv2d, is_deployed
 from pddr_mm.ops.onnx_export import dynamic_batch_export
 
-from .models import compare_outputs, flatten_tensors, fused_copy, pd_layers, unfused_reference, unwrap
+from .models import (TensorMode, compare_outputs, flatten_tensors, fused_copy, pd_layers, unfused_reference,
+                     unwrap)
 
 INPUT_NAME = 'input'
 DEFAULT_OPSET = 17
@@ -42,19 +43,11 @@ def _ort():
     return onnxruntime
 
 
-class TensorOutputs(nn.Module):
-    """``model(inputs, data_samples, mode='tensor')`` with its nested outputs as one flat tuple: what is exported.
-
-    Single-stage detectors and classifiers ignore the data samples in tensor mode; they are bound here for
-    the models that read image metas.
-    """
-
-    def __init__(self, model: nn.Module, data_samples: Optional[list] = None) -> None:
-        super().__init__()
-        self.model, self.data_samples = unwrap(model), data_samples
+class TensorOutputs(TensorMode):
+    """``model(inputs, data_samples, mode='tensor')`` with its nested outputs as one flat tuple: what is exported."""
 
     def forward(self, inputs: Tensor) -> tuple:
-        return tuple(flatten_tensors(self.model(inputs, self.data_samples, mode='tensor')))
+        return tuple(flatten_tensors(super().forward(inputs)))
 
 
 def export_onnx(model: nn.Module, inputs: Tensor, output_file: str, opset: int = DEFAULT_OPSET,

@@ -76,6 +76,8 @@ def test_classifier_dynamic_batch_matches_unfused(mode, tmp_path):
     assert info['loops'] == (16 if mode == 'B' else 0) and plain['loops'] == 0
     graph = onnx.load(info['output_file'])
     assert not any(node.domain == 'pddr' for node in graph.graph.node)  # plain ONNX, nothing custom left
+    assert count_ops(graph, 'Loop') == info['loops'] and count_ops(graph, 'Conv') == info['conv_nodes']
+    assert count_ops(onnx.load(plain['output_file']), 'Conv') == 20
 
 
 def test_pd_b_retinanet_dynamic_batch_matches_unfused(tmp_path):
