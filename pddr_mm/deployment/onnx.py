@@ -54,10 +54,11 @@ def export_onnx(model: nn.Module, inputs: Tensor, output_file: str, opset: int =
                 dynamic: bool = False, data_samples: Optional[list] = None) -> Dict:
     """Export a fused copy of ``model`` (any PDDR layer still in branch form is fused; ``model`` is untouched).
 
-    ``dynamic``: batch, height and width of the input are dynamic axes; PD-B layers then become an ONNX Loop
-    over the samples of one Conv each (see ``pddr_mm.ops.onnx_export``). Without it the graph is fixed to
-    the shape of ``inputs``, PD-B layers are one grouped Conv over the batch, and a runtime rejects any other
-    input shape. Returns what was written: file, output names, fused layers, Loop and Conv node counts.
+    ``dynamic``: batch, height and width of the input are dynamic axes; PD-B layers then become an ONNX
+    Loop over the samples of one Conv each, skipped at batch 1 (see ``pddr_mm.ops.onnx_export``). Without
+    it the graph is fixed to the shape of ``inputs``, PD-B layers are one grouped Conv over the batch, and a
+    runtime rejects any other input shape. Returns what was written: file, output names, fused layers,
+    Loops, and the Conv nodes one forward runs through (``onnx_graph.count_ops``).
     """
     onnx = _onnx()
     from .onnx_graph import count_ops, expand_per_sample_convs

@@ -5,8 +5,8 @@ groups (``fusion.per_sample_conv2d``). ONNX's ``Conv.group`` is a static attribu
 only valid at the batch size it was traced with. Inside :func:`dynamic_batch_export` the exporter
 instead records one placeholder node, ``pddr::PerSampleConv2d(x, kernels, biases)``, which
 ``pddr_mm.deployment.onnx_graph.expand_per_sample_convs`` replaces by an ONNX ``Loop`` over the samples
-whose body is one standard ``Conv`` with the sample's mixed kernel as a runtime input: one convolution
-per image and layer, for any batch size. Outside that context nothing changes, so a plain
+whose body is one standard ``Conv`` with the sample's mixed kernel as a runtime input (behind an ``If``
+that runs that ``Conv`` directly at batch 1): one convolution per image and layer, for any batch size. Outside that context nothing changes, so a plain
 ``torch.onnx.export`` of a fused model still gives a standard (static-batch) graph.
 """
 import contextlib

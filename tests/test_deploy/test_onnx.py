@@ -20,7 +20,7 @@ from pddr_mm.deployment.configs import to_plain_config  # noqa: E402
 from pddr_mm.deployment.inputs import make_inputs  # noqa: E402
 from pddr_mm.deployment.onnx import (check_batch_sizes, export_onnx, ort_session, reference_model,  # noqa: E402
                                      run_onnx)
-from pddr_mm.deployment.onnx_graph import count_ops  # noqa: E402
+from pddr_mm.deployment.onnx_graph import count_all_ops, count_ops  # noqa: E402
 from pddr_mm.testing import randomize_bn  # noqa: E402
 
 pytorch2onnx = load_tool('deployment/pytorch2onnx')
@@ -78,6 +78,8 @@ def test_classifier_dynamic_batch_matches_unfused(mode, tmp_path):
     assert not any(node.domain == 'pddr' for node in graph.graph.node)  # plain ONNX, nothing custom left
     assert count_ops(graph, 'Loop') == info['loops'] and count_ops(graph, 'Conv') == info['conv_nodes']
     assert count_ops(onnx.load(plain['output_file']), 'Conv') == 20
+    # the file itself holds each PD-B layer's Conv twice: in the Loop body and in the If's batch-1 branch
+    assert count_all_ops(graph, 'Conv') == 20 + info['loops']
 
 
 def test_pd_b_retinanet_dynamic_batch_matches_unfused(tmp_path):

@@ -8,7 +8,7 @@ tools/model_converters/reparameterize.py (with the deploy config it wrote). The 
 forward in mode='tensor' on a preprocessed batch (normalised, padded: do the data preprocessing before
 the runtime), its outputs flattened in order: a classifier's pre-softmax scores, a detector's raw head
 outputs (before box decoding and NMS). --dynamic-export makes batch, height and width dynamic; PD-B
-layers then run as an ONNX Loop over the samples (one Conv per image and layer).
+layers then run as an ONNX Loop over the samples (one Conv per image and layer; at batch 1 one Conv).
 """
 import argparse
 
@@ -56,7 +56,7 @@ def main(argv=None):
                        data['data_samples'])
     axes = 'dynamic batch, height and width' if info['dynamic'] else f"static input shape {info['input_shape']}"
     print(f"exported {args.output_file}: opset {info['opset']}, {axes}, outputs {', '.join(info['output_names'])}; "
-          f"{info['fused_layers']} PDDR layers fused, {info['conv_nodes']} Conv nodes, "
+          f"{info['fused_layers']} PDDR layers fused, {info['conv_nodes']} Conv nodes per forward, "
           f"{info['loops']} per-sample Loops")
     if args.verify:
         reference = reference_model(model)
