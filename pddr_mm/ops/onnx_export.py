@@ -6,8 +6,9 @@ only valid at the batch size it was traced with. Inside :func:`dynamic_batch_exp
 instead records one placeholder node, ``pddr::PerSampleConv2d(x, kernels, biases)``, which
 ``pddr_mm.deployment.onnx_graph.expand_per_sample_convs`` replaces by an ONNX ``Loop`` over the samples
 whose body is one standard ``Conv`` with the sample's mixed kernel as a runtime input (behind an ``If``
-that runs that ``Conv`` directly at batch 1): one convolution per image and layer, for any batch size. Outside that context nothing changes, so a plain
-``torch.onnx.export`` of a fused model still gives a standard (static-batch) graph.
+that runs that ``Conv`` directly at batch 1): one convolution per image and layer, for any batch size.
+Outside that context nothing changes, so a plain ``torch.onnx.export`` of a fused model still gives a
+standard (static-batch) graph.
 """
 import contextlib
 from typing import Iterator, Sequence
