@@ -30,7 +30,7 @@ setup(
         'mmpretrain>=1.2.0,<1.3.0',
         'pycocotools',
     ],
-    extras_require=dict(tests=['pytest'], plot=['matplotlib']),
+    extras_require=dict(tests=['pytest'], plot=['matplotlib'], deploy=['onnx', 'onnxruntime']),
     license='Apache License 2.0',
     zip_safe=False,
 )

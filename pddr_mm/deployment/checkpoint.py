@@ -1,7 +1,7 @@
 """Training checkpoint -> deploy checkpoint + deploy config (``tools/model_converters/reparameterize.py``)."""
 import os
 import os.path as osp
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -18,8 +18,26 @@ from .models import compare_outputs, tensor_forward, unfused_reference
 
 def build_model(cfg: Config) -> nn.Module:
     """Build ``cfg.model`` in the config's default scope (mmdet / mmpretrain), without loading weights."""
+    if not isinstance(cfg.get('model'), dict):
+        raise ValueError(f'{cfg.filename or "the config"} has no model dict: pass a model config '
+                         '(mmdet / mmpretrain style, with model=dict(type=...))')
     init_default_scope(cfg.get('default_scope', 'mmengine'))
     return MODELS.build(cfg.model)
+
+
+def load_model(cfg: Config, checkpoint: Optional[str] = None) -> nn.Module:
+    """The model of ``cfg`` in eval mode, with ``checkpoint`` loaded strictly (a training checkpoint with the
+    training config, or a deploy checkpoint with the deploy config that reparameterize.py wrote)."""
+    model = build_model(cfg)
+    if checkpoint:
+        if not osp.isfile(checkpoint):
+            raise FileNotFoundError(f'checkpoint {checkpoint} does not exist')
+        try:
+            load_checkpoint(model, checkpoint, map_location='cpu', strict=True)
+        except Exception as e:  # missing / unexpected keys, shapes, a training checkpoint in a deploy model, ...
+            raise RuntimeError(f'checkpoint {checkpoint} does not fit the model of {cfg.filename or "the config"}: '
+                               f'{e}') from e
+    return model.eval()
 
 
 def convert_checkpoint(cfg: Config,

@@ -5,7 +5,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .fusion import mixed_conv2d
+from . import onnx_export
+from .fusion import mix_kernels, mixed_conv2d
 from .refine import Refinement
 
 
@@ -33,6 +34,11 @@ class MixedConv2d(nn.Module):
         return self.weight.reshape((self.num_branches, self.out_channels) + self.weight.shape[1:])
 
     def forward(self, x: Tensor) -> Tensor:
+        if onnx_export.use_placeholder():  # a dynamic-batch ONNX export only: same mix, exported as a Loop
+            weights = self.refine(x)
+            return onnx_export.per_sample_conv2d_placeholder(x, mix_kernels(weights, self.branch_kernels()),
+                                                             weights @ self.bias, self.stride, self.padding,
+                                                             self.dilation, self.groups)
         return mixed_conv2d(x, self.refine(x), self.branch_kernels(), self.bias, self.stride, self.padding,
                             self.dilation, self.groups)
 

@@ -4,6 +4,10 @@ Inference latency is the model's forward in mode='tensor' on an already preproce
 images (data loading, preprocessing and post-processing are not included). --train adds the training
 step (forward + backward + SGD step) and memory of the unfused PDDR model against the plain baseline,
 with BN in training mode (branch by branch) and with frozen BN (norm_eval style, one fused conv).
+
+--backend onnxruntime exports the fused PDDR model and the plain baseline to ONNX the same way (dynamic
+batch, one opset; tools/deployment/pytorch2onnx.py) and times both in ONNX Runtime on the CPU, with as
+many intra-op threads as torch uses and all graph optimisations.
 """
 import argparse
 import json
@@ -11,7 +15,7 @@ import json
 from mmengine.config import Config, DictAction
 
 import pddr_mm  # noqa: F401  (registers the PDDR modules)
-from pddr_mm.deployment.benchmark import format_report, run_benchmark
+from pddr_mm.deployment.benchmark import benchmark_onnxruntime, format_onnx_report, format_report, run_benchmark
 
 
 def parse_args(argv=None):
@@ -24,6 +28,9 @@ def parse_args(argv=None):
     parser.add_argument('--repeat-num', type=int, default=50, help='timed repetitions of each model')
     parser.add_argument('--num-warmup', type=int, default=10, help='untimed repetitions of each model first')
     parser.add_argument('--train', action='store_true', help='also time training steps and their memory')
+    parser.add_argument('--backend', choices=('pytorch', 'onnxruntime'), default='pytorch',
+                        help='onnxruntime: time the exported fused model against the exported plain one (CPU)')
+    parser.add_argument('--opset', type=int, help='ONNX opset of the onnxruntime backend (default 17)')
     parser.add_argument('--device', help='cpu or cuda (default: cuda where present)')
     parser.add_argument('--json', help='write the figures to this JSON file')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override settings of the config')
@@ -35,9 +42,16 @@ def main(argv=None):
     cfg = Config.fromfile(args.config)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
-    result = run_benchmark(cfg, args.checkpoint, args.batch_size, args.shape, args.repeat_num, args.num_warmup,
-                           args.train, args.device)
-    print(format_report(result))
+    if args.backend == 'onnxruntime':
+        if args.train or (args.device and args.device != 'cpu'):
+            raise ValueError('--backend onnxruntime times inference on the CPU only: drop --train and --device')
+        result = benchmark_onnxruntime(cfg, args.checkpoint, args.batch_size, args.shape, args.repeat_num,
+                                       args.num_warmup, args.opset)
+        print(format_onnx_report(result))
+    else:
+        result = run_benchmark(cfg, args.checkpoint, args.batch_size, args.shape, args.repeat_num, args.num_warmup,
+                               args.train, args.device)
+        print(format_report(result))
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(result, f, indent=2)
