@@ -1,4 +1,5 @@
 """PDConv2d: a convolution trained as parallel branches (PDDR) and deployed as one convolution."""
+import functools
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -159,17 +160,21 @@ class PDConv2d(BaseModule):
 
         Differentiable; needs every branch BN in eval mode. The layer's own bias is not included.
         """
-        kernels, biases = zip(*(branch.kernel_bias() for branch in self.branches))
+        kernels, biases = zip(*self._kernels_biases())
         return torch.stack(kernels), torch.stack(biases)
+
+    def _kernels_biases(self) -> List[Tuple[Tensor, Tensor]]:
+        return [branch.kernel_bias() for branch in self.branches]
 
     def fused_kernel_bias(self) -> Tuple[Tensor, Tensor]:
         """What the deploy form holds: PD-A one kernel and bias; PD-B the branch kernels and biases to mix.
 
         The layer's bias rides on every PD-B branch bias: the mixing weights sum to 1.
         """
-        kernels, biases = self.branch_kernels()
-        if self.mode == 'A':
-            kernels, biases = kernels.sum(0), biases.sum(0)
+        if self.mode == 'A':  # summed pairwise, not stacked first: one pass fewer over every kernel
+            kernels, biases = (functools.reduce(torch.add, ts) for ts in zip(*self._kernels_biases()))
+        else:
+            kernels, biases = self.branch_kernels()
         return kernels, biases if self.bias is None else biases + self.bias
 
     def _bn_layers(self) -> List[_BatchNorm]:
