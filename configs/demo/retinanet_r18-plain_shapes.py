@@ -87,15 +87,10 @@ val_evaluator = dict(
 test_evaluator = val_evaluator
 
 # ---------------------------------------------------------------- schedule
-# mmdet's 1x length, 12 epochs (1200 iterations of batch 8), not shortened: retinanet_r18-pdb_shapes.py
-# inherits it unchanged (the comparison is on the same schedule), and tools/run_demo.sh trains the two
-# side by side, one CPU thread each, so the whole demo (both trained, tested, the PD-B model fused and
-# tested, measured, plotted) fits in 15 minutes on 2 CPU cores. Measured on the 2-core development
-# machine while other work kept its load average at 4-7 besides the demo: about 0.3 s per iteration for
-# this model and 0.4 s for the PD-B one, each alone; the whole demo 14 min 29 s with 12 epochs (8 min 55 s
-# with 8 epochs; on a busier machine, or with DEMO_PARALLEL=0 on a slow one, 8 epochs is the fallback: set
-# max_epochs here, both models follow). Validation after every epoch (100 images, a few seconds) gives the
-# demo's comparison plot its mAP curves.
+# mmdet's 1x length, 12 epochs (1200 iterations of batch 8); retinanet_r18-pdb_shapes.py inherits it, so
+# both models train on the same schedule. tools/run_demo.sh trains the two side by side, one thread each,
+# to keep the whole demo within 15 minutes on 2 CPU cores (timings in docs/benchmarks.md); on a slower
+# machine set max_epochs = 8 here (both follow). Validating every epoch gives the comparison plot its curves.
 max_epochs = 12
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=1)
 optim_wrapper = dict(
@@ -117,6 +112,6 @@ log_processor = dict(window_size=20)
 randomness = dict(seed=0)
 # torch threads per process on CPU (pddr_mm.utils.setup_runtime): this model's ops are too small to gain
 # from splitting, and on a CPU shared with other work OpenMP threads waiting on each other made a training
-# step several times slower with 2 threads than with 1 (measured on the 2-core development machine)
+# step several times slower with 2 threads than with 1
 cpu_threads = 1
 tta_model = None
