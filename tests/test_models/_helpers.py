@@ -1,5 +1,6 @@
 """Shared helpers for the model tests: building configs, tiny generated batches, one train step."""
 import os
+import re
 import warnings
 from typing import Dict, List
 
@@ -91,3 +92,19 @@ def flatten(out) -> List[Tensor]:
     if hasattr(out, 'items'):  # InstanceData and the like
         return [t for _, v in out.items() for t in flatten(v)]
     return []
+
+
+_BASE = re.compile(r'''['"]([^'"]+\.py)['"]''')
+
+
+def chain_text(path: str, seen=None) -> str:
+    """A config's text, then the texts of the files it inherits from (so the first match is its own): a
+    cheap pre-filter over the config zoo before parsing."""
+    seen = set() if seen is None else seen
+    if path in seen or not os.path.isfile(path):
+        return ''
+    seen.add(path)
+    with open(path) as f:
+        text = f.read()
+    bases = [os.path.normpath(os.path.join(os.path.dirname(path), b)) for b in _BASE.findall(text)]
+    return text + ''.join(chain_text(b, seen) for b in bases)

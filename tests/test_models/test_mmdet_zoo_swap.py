@@ -13,7 +13,6 @@ plain model is run to decide, and the reason is printed.
 """
 import glob
 import os
-import re
 import time
 import warnings
 
@@ -23,7 +22,7 @@ from mmengine.config import Config
 from mmengine.model import revert_sync_batchnorm
 
 import pddr_mm  # noqa: F401
-from _helpers import build_detector, flatten, set_branches
+from _helpers import build_detector, chain_text, flatten, set_branches
 from pddr_mm.ops import PDConv2d, switch_to_deploy
 from pddr_mm.testing import max_rel_error, randomize_bn
 
@@ -38,21 +37,6 @@ FOLDABLE_NORMS = ('BN', 'BN2d', 'SyncBN')
 FUSE_TOL = 1e-5
 
 
-_BASE = re.compile(r'''['"]([^'"]+\.py)['"]''')
-
-
-def _chain_text(path: str, seen=None) -> str:
-    """The text of a config and of the files it inherits from: a cheap pre-filter before parsing."""
-    seen = set() if seen is None else seen
-    if path in seen or not os.path.isfile(path):
-        return ''
-    seen.add(path)
-    with open(path) as f:
-        text = f.read()
-    bases = [os.path.normpath(os.path.join(os.path.dirname(path), b)) for b in _BASE.findall(text)]
-    return text + ''.join(_chain_text(b, seen) for b in bases)
-
-
 def _zoo_models():
     import mmdet
     root = os.path.join(os.path.dirname(mmdet.__file__), '.mim', 'configs')
@@ -62,7 +46,7 @@ def _zoo_models():
         for path in sorted(glob.glob(os.path.join(root, '**', '*.py'), recursive=True)):
             if f'{os.sep}_base_{os.sep}' in path:
                 continue
-            text = _chain_text(path)
+            text = chain_text(path)
             if 'FPN' not in text or 'ResNet' not in text:  # cannot hold a ResNet + FPN model
                 continue
             if not FULL and 'r50' not in os.path.basename(path) and 'depth=50' not in text[:text.find('\n_base_') + 1]:
