@@ -38,6 +38,13 @@ class PDBlockMixin:
     PD_CONVS: Tuple[str, ...] = ()
     zero_init_pd_residual = False  # set by a PDResNet whose zero_init_residual applies (mmdet)
 
+    def __init__(self, *args, norm_cfg: Dict = dict(type='BN'), pd_kwargs: Optional[Dict] = None,
+                 **kwargs) -> None:
+        if kwargs.get('dcn') is not None:
+            raise ValueError(_DCN_ERROR)
+        super().__init__(*args, norm_cfg=norm_cfg, **kwargs)
+        self._to_pd(norm_cfg, pd_kwargs)
+
     def _to_pd(self, norm_cfg: Dict, pd_kwargs: Optional[Dict]) -> None:
         pd_kwargs = pd_kwargs or pd_args()
         for conv_name, norm_name in self.plain_pairs():
@@ -72,24 +79,10 @@ class PDBasicBlock(PDBlockMixin, BasicBlock):
     """mmdet's BasicBlock with conv1 and conv2 as PDConv2d; their branch BNs replace ``bn1``/``bn2``."""
     PD_CONVS = ('conv1', 'conv2')
 
-    def __init__(self, *args, norm_cfg: Dict = dict(type='BN'), dcn: Optional[Dict] = None,
-                 pd_kwargs: Optional[Dict] = None, **kwargs) -> None:
-        if dcn is not None:
-            raise ValueError(_DCN_ERROR)
-        super().__init__(*args, norm_cfg=norm_cfg, **kwargs)
-        self._to_pd(norm_cfg, pd_kwargs)
-
 
 class PDBottleneck(PDBlockMixin, Bottleneck):
     """mmdet's Bottleneck with the 3x3 conv2 as PDConv2d; its branch BNs replace ``bn2``."""
     PD_CONVS = ('conv2', )
-
-    def __init__(self, *args, norm_cfg: Dict = dict(type='BN'), dcn: Optional[Dict] = None,
-                 pd_kwargs: Optional[Dict] = None, **kwargs) -> None:
-        if dcn is not None:
-            raise ValueError(_DCN_ERROR)
-        super().__init__(*args, norm_cfg=norm_cfg, **kwargs)
-        self._to_pd(norm_cfg, pd_kwargs)
 
 
 class PDResNetMixin:

@@ -7,7 +7,7 @@ is kept (BN trains, ``norm_eval=False``; ``zero_init_residual=True``; ``out_indi
 PD block rule and the plain-checkpoint loading are shared with mmdet's PDResNet (``pd_resnet``).
 """
 import inspect
-from typing import Callable, Dict, Optional
+from typing import Callable
 
 from mmpretrain.models.backbones.resnet import BasicBlock, Bottleneck, ResLayer, ResNet
 from mmpretrain.registry import MODELS
@@ -23,20 +23,10 @@ class PDBasicBlock(PDBlockMixin, BasicBlock):
     """mmpretrain's BasicBlock (``drop_path_rate`` and all) with conv1 and conv2 as PDConv2d."""
     PD_CONVS = ('conv1', 'conv2')
 
-    def __init__(self, *args, norm_cfg: Dict = dict(type='BN'), pd_kwargs: Optional[Dict] = None,
-                 **kwargs) -> None:
-        super().__init__(*args, norm_cfg=norm_cfg, **kwargs)
-        self._to_pd(norm_cfg, pd_kwargs)
-
 
 class PDBottleneck(PDBlockMixin, Bottleneck):
     """mmpretrain's Bottleneck (``drop_path_rate`` and all) with the 3x3 conv2 as PDConv2d."""
     PD_CONVS = ('conv2', )
-
-    def __init__(self, *args, norm_cfg: Dict = dict(type='BN'), pd_kwargs: Optional[Dict] = None,
-                 **kwargs) -> None:
-        super().__init__(*args, norm_cfg=norm_cfg, **kwargs)
-        self._to_pd(norm_cfg, pd_kwargs)
 
 
 def _with_pd_params(init: Callable, base_init: Callable) -> Callable:
