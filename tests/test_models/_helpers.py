@@ -108,3 +108,14 @@ def chain_text(path: str, seen=None) -> str:
         text = f.read()
     bases = [os.path.normpath(os.path.join(os.path.dirname(path), b)) for b in _BASE.findall(text)]
     return text + ''.join(chain_text(b, seen) for b in bases)
+
+
+def loss_and_predict(model, data: Dict) -> None:
+    """One loss with backward (train mode) and one prediction step (eval mode), as a smoke test."""
+    model.train()
+    loss, _ = model.parse_losses(model(**model.data_preprocessor(data, True), mode='loss'))
+    assert torch.isfinite(loss)
+    loss.backward()
+    model.eval()
+    with torch.no_grad():
+        assert len(model.test_step(data)) == 1

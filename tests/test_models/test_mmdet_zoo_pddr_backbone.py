@@ -29,7 +29,7 @@ from mmengine.config import Config
 from mmengine.model import revert_sync_batchnorm
 
 import pddr_mm
-from _helpers import build_detector, chain_text, set_branches
+from _helpers import build_detector, chain_text, loss_and_predict, set_branches
 from pddr_mm.ops import PDConv2d
 from pddr_mm.testing import max_rel_error, randomize_bn
 
@@ -118,34 +118,18 @@ def _build(cfg):
     return model
 
 
-def _run(model, data) -> None:
-    model.train()
-    loss, _ = model.parse_losses(model(**model.data_preprocessor(data, True), mode='loss'))
-    assert torch.isfinite(loss)
-    loss.backward()
-    model.eval()
-    with torch.no_grad():
-        assert len(model.test_step(data)) == 1
-
-
 def _plain_error(model_cfg, data):
     """The exception the same detector with its plain backbone raises in this harness, if any."""
     plain = Config(dict(model=model_cfg)).model
     plain.backbone.init_cfg = None
     try:
-        _run(_build(plain), data)
+        loss_and_predict(_build(plain), data)
     except Exception as e:  # noqa: B902  (compared by the caller)
         return e
     return None
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    """Batch 1 at 64x64: one intra-op thread is faster, and much faster on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')  # tiny networks: see conftest.py
 
 
 def test_every_usual_family_sampled():
@@ -171,7 +155,7 @@ def test_zoo_config_with_pddr_backbone(family, rel, model_cfg):
             print(f'\n[zoo-pddr] {family} ({rel}): no conv + BN pair to convert ({report["num_bn"]} BNs; '
                   f'{reasons[:3]})')
             pytest.skip(f'{family}: no conv + BN pair to convert')
-        _run(model, data)
+        loss_and_predict(model, data)
     except Exception as e:  # noqa: B902  (re-raised unless the plain backbone fails the same way)
         if isinstance(e, pytest.skip.Exception):
             raise

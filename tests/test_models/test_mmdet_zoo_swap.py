@@ -22,7 +22,7 @@ from mmengine.config import Config
 from mmengine.model import revert_sync_batchnorm
 
 import pddr_mm  # noqa: F401
-from _helpers import build_detector, chain_text, flatten, set_branches
+from _helpers import build_detector, chain_text, flatten, loss_and_predict, set_branches
 from pddr_mm.ops import PDConv2d, switch_to_deploy
 from pddr_mm.testing import max_rel_error, randomize_bn
 
@@ -92,16 +92,6 @@ def test_zoo_found_the_usual_detectors():
     assert ran >= (types if PER_TYPE else set(CORE_TYPES))
 
 
-def _run(model, data) -> None:
-    model.train()
-    loss, _ = model.parse_losses(model(**model.data_preprocessor(data, True), mode='loss'))
-    assert torch.isfinite(loss)
-    loss.backward()
-    model.eval()
-    with torch.no_grad():
-        assert len(model.test_step(data)) == 1
-
-
 def _fused_error(model, data) -> float:
     """max relative error of the fused model's features (backbone + neck, where the PDDR layers are) against
     the unfused ones. Not the heads' outputs: a two-stage detector picks its proposals by rank, so a
@@ -123,7 +113,7 @@ def _plain_error(model_cfg, data):
     plain_cfg = Config(dict(model=model_cfg)).model
     plain_cfg.backbone.type = 'ResNet'
     try:
-        _run(revert_sync_batchnorm(build_detector(plain_cfg)), data)
+        loss_and_predict(revert_sync_batchnorm(build_detector(plain_cfg)), data)
     except Exception as e:  # noqa: B902  (compared by type by the caller)
         return e
     return None
@@ -149,7 +139,7 @@ def test_zoo_config_with_pd_backbone(rel, model_cfg):
     try:
         model = revert_sync_batchnorm(build_detector(model_cfg))  # SyncBN needs a process group; BN on CPU
         assert any(isinstance(m, PDConv2d) for m in model.backbone.modules())
-        _run(model, data)
+        loss_and_predict(model, data)
     except Exception as e:  # noqa: B902  (re-raised unless the plain backbone fails the same way)
         plain_error = _plain_error(model_cfg, data)
         if type(plain_error) is type(e) and str(plain_error)[:80] == str(e)[:80]:

@@ -52,13 +52,7 @@ CASES = [
 ]
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    """These networks are tiny: one intra-op thread is faster, and much faster on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')  # tiny networks: see conftest.py
 
 
 def _build(scope: str, cfg: Dict, seed: int = 0) -> nn.Module:
