@@ -25,7 +25,7 @@ from mmengine.registry import Registry
 from torch import Tensor
 from torch.nn.modules.utils import _pair
 
-from .fusion import bn_scale_shift, fold_bn, identity_kernel, pad_to_window, to_layer_groups
+from .fusion import fold_bn, identity_kernel, pad_to_window, to_layer_groups
 
 BRANCHES = Registry('pddr branch')
 BranchCfg = Union[str, Dict]
@@ -155,7 +155,8 @@ class SkeletonBranch(Branch):
 
     def kernel_bias(self) -> Tuple[Tensor, Tensor]:
         (kv, bv), (kh, bh) = self.ver.kernel_bias(), self.hor.kernel_bias()
-        return kv + kh, bv + bh
+        # kv is a new tensor (check() keeps the window >= 3 wide, so pad_to_window pads it): add in place
+        return kv.add_(kh), bv + bh
 
 
 @BRANCHES.register_module(name='pointwise')
@@ -192,9 +193,9 @@ class IdentityBranch(Branch):
         return self.bn(F.pad(x, self.pad) if any(self.pad) else x)
 
     def kernel_bias(self) -> Tuple[Tensor, Tensor]:
-        scale, shift = bn_scale_shift(self.bn)
-        kernel = identity_kernel(self.layer.out_channels, self.layer.groups, self.layer.kernel_size, scale)
-        return kernel * scale.reshape(-1, 1, 1, 1), shift
+        kernel = identity_kernel(self.layer.out_channels, self.layer.groups, self.layer.kernel_size,
+                                 self.bn.running_var)
+        return fold_bn(kernel, self.bn)
 
 
 def _split_cfg(cfg: BranchCfg) -> Tuple[str, Dict]:

@@ -7,10 +7,11 @@ A branch becomes a kernel in the layer's full window and grouping, plus a bias:
     kernel = to_layer_groups(kernel, g, layer_g)     # a finer-grouped kernel as block diagonal of the layer's
     kernel = identity_kernel(...)                    # a BN-only branch: the identity as a convolution
 
-PD-A sums the branches' kernels and biases; PD-B mixes them per sample (``mix_kernels``) and convolves
-each sample with its own kernel (``per_sample_conv2d``). The deploy forms call these functions once,
-under ``torch.no_grad()``; the frozen-BN training path calls them on every forward, and autograd carries
-the gradients back to the branch parameters, exactly as through the branch-by-branch computation.
+PD-A sums the branches' kernels and biases (``sum_kernels``); PD-B mixes them per sample (``mix_kernels``)
+and convolves each sample with its own kernel (``per_sample_conv2d``). The deploy forms call these
+functions once, under ``torch.no_grad()``; the frozen-BN training path calls them on every forward, and
+autograd carries the gradients back to the branch parameters, exactly as through the branch-by-branch
+computation. That path runs them on every step, so each writes as few kernel-sized tensors as it can.
 """
 from typing import Sequence, Tuple
 
@@ -47,9 +48,17 @@ def bn_scale_shift(bn: _BatchNorm) -> Tuple[Tensor, Tensor]:
 
 
 def fold_bn(kernel: Tensor, bn: _BatchNorm) -> Tuple[Tensor, Tensor]:
-    """Fold an eval-mode BN that follows a bias-free conv: ``BN(conv(x, K)) == conv(x, K') + b'``."""
-    scale, shift = bn_scale_shift(bn)
-    return kernel * scale.reshape(-1, 1, 1, 1), shift
+    """Fold an eval-mode BN that follows a bias-free conv: ``BN(conv(x, K)) == conv(x, K') + b'``.
+
+    ``K'`` is ``K`` times ``scale`` per output channel, computed by the BN op itself on the kernel's rows (eval
+    mode, zero mean, no shift): the same product, and a backward that reduces gamma's gradient without a
+    kernel-sized temporary.
+    """
+    _, shift = bn_scale_shift(bn)
+    rows = kernel.reshape(1, kernel.shape[0], -1)
+    folded = F.batch_norm(rows, torch.zeros_like(bn.running_mean), bn.running_var, bn.weight if bn.affine else None,
+                          None, False, 0.0, bn.eps)
+    return folded.reshape(kernel.shape), shift
 
 
 def pad_to_window(kernel: Tensor, window: Sequence[int]) -> Tensor:
@@ -78,9 +87,10 @@ def to_layer_groups(kernel: Tensor, groups: int, layer_groups: int) -> Tensor:
         raise ValueError(f'a kernel with {groups} groups does not fit a layer with {layer_groups} groups')
     r = groups // layer_groups
     out, in_per_group, h, w = kernel.shape
-    blocks = kernel.reshape(layer_groups, r, out // groups, 1, in_per_group, h, w)
-    eye = torch.eye(r, dtype=kernel.dtype, device=kernel.device).reshape(1, r, 1, r, 1, 1, 1)
-    return (blocks * eye).reshape(out, r * in_per_group, h, w)
+    # (layer groups, r, out / groups, in / groups, h, w) with r last: diag_embed writes the r blocks onto
+    # the diagonal of an r x r grid of zeros; its backward is a view, so no kernel-sized temporary
+    blocks = kernel.reshape(layer_groups, r, out // groups, in_per_group, h, w).permute(0, 2, 3, 4, 5, 1)
+    return torch.diag_embed(blocks, 0, 1, 3).reshape(out, r * in_per_group, h, w)
 
 
 def identity_kernel(channels: int, groups: int, window: Sequence[int], like: Tensor) -> Tensor:
@@ -91,6 +101,17 @@ def identity_kernel(channels: int, groups: int, window: Sequence[int], like: Ten
     idx = torch.arange(channels, device=like.device)
     kernel[idx, idx % per_group, window[0] // 2, window[1] // 2] = 1
     return kernel
+
+
+def sum_kernels(tensors: Sequence[Tensor]) -> Tensor:
+    """The sum of same-shaped tensors, in one new tensor: the first add allocates and the rest add into it
+    (no new kernel-sized tensor per branch; autograd's add needs none of its inputs for backward)."""
+    if len(tensors) == 1:
+        return tensors[0]
+    total = tensors[0] + tensors[1]
+    for t in tensors[2:]:
+        total = total.add_(t)
+    return total
 
 
 def mix_kernels(weights: Tensor, kernels: Tensor) -> Tensor:

@@ -1,5 +1,4 @@
 """PDConv2d: a convolution trained as parallel branches (PDDR) and deployed as one convolution."""
-import functools
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -12,7 +11,7 @@ from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .branches import BranchCfg, LayerSpec, branch_class, branch_name, build_branch
-from .fusion import mixed_conv2d
+from .fusion import mixed_conv2d, sum_kernels
 from .mixed_conv import MixedConv2d
 from .refine import Refinement
 
@@ -171,8 +170,8 @@ class PDConv2d(BaseModule):
 
         The layer's bias rides on every PD-B branch bias: the mixing weights sum to 1.
         """
-        if self.mode == 'A':  # summed pairwise, not stacked first: one pass fewer over every kernel
-            kernels, biases = (functools.reduce(torch.add, ts) for ts in zip(*self._kernels_biases()))
+        if self.mode == 'A':
+            kernels, biases = (sum_kernels(ts) for ts in zip(*self._kernels_biases()))
         else:
             kernels, biases = self.branch_kernels()
         return kernels, biases if self.bias is None else biases + self.bias

@@ -5,19 +5,49 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pddr_mm.ops import (bn_scale_shift, fold_bn, identity_kernel, mix_kernels, pad_to_window, per_sample_conv2d,
-                         to_layer_groups)
+                         sum_kernels, to_layer_groups)
 from pddr_mm.testing import max_rel_error, randomize_bn
 
 D = torch.float64
 
 
-def test_fold_bn_equals_bn_after_conv():
-    conv, bn = nn.Conv2d(6, 4, 3, padding=1, bias=False).double(), nn.BatchNorm2d(4).double()
+@pytest.mark.parametrize('affine', [True, False])
+def test_fold_bn_equals_bn_after_conv(affine):
+    conv = nn.Conv2d(6, 4, 3, padding=1, groups=2, bias=False).double()
+    bn = nn.BatchNorm2d(4, affine=affine).double()
     randomize_bn(bn)
     bn.eval()
     x = torch.randn(2, 6, 7, 5, dtype=D)
     kernel, bias = fold_bn(conv.weight, bn)
-    assert max_rel_error(F.conv2d(x, kernel, bias, padding=1), bn(conv(x))) <= 1e-12
+    assert max_rel_error(F.conv2d(x, kernel, bias, padding=1, groups=2), bn(conv(x))) <= 1e-12
+
+
+def test_fold_bn_gradients_equal_the_textbook_product():
+    # fold_bn scales the kernel with the BN op itself; its gradients must be those of kernel * scale
+    conv, bn = nn.Conv2d(5, 4, 3, bias=False).double(), nn.BatchNorm2d(4).double()
+    randomize_bn(bn)
+    bn.eval()
+    g_kernel, g_bias = torch.randn(4, 5, 3, 3, dtype=D), torch.randn(4, dtype=D)
+    kernel, bias = fold_bn(conv.weight, bn)
+    got = torch.autograd.grad((kernel * g_kernel).sum() + (bias * g_bias).sum(), (conv.weight, bn.weight, bn.bias))
+    scale, shift = bn_scale_shift(bn)
+    textbook = conv.weight * scale.reshape(-1, 1, 1, 1)
+    assert max_rel_error(kernel, textbook) <= 1e-14
+    want = torch.autograd.grad((textbook * g_kernel).sum() + (shift * g_bias).sum(),
+                               (conv.weight, bn.weight, bn.bias))
+    for a, b in zip(got, want):
+        assert max_rel_error(a, b) <= 1e-12
+
+
+def test_sum_kernels_adds_into_a_new_tensor_and_leaves_the_inputs_alone():
+    ts = [torch.randn(3, 2, 3, 3, dtype=D, requires_grad=True) for _ in range(4)]
+    before = [t.detach().clone() for t in ts]
+    total = sum_kernels(ts)
+    assert max_rel_error(total, sum(before)) <= 1e-14
+    assert all(torch.equal(t, b) for t, b in zip(ts, before))
+    grads = torch.autograd.grad((total * before[0]).sum(), ts)
+    assert all(torch.equal(g, before[0]) for g in grads)
+    assert sum_kernels(ts[:1]) is ts[0]
 
 
 def test_bn_scale_shift_is_differentiable_in_gamma_and_beta():
