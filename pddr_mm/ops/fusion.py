@@ -9,9 +9,9 @@ A branch becomes a kernel in the layer's full window and grouping, plus a bias:
 
 PD-A sums the branches' kernels and biases (``sum_kernels``); PD-B mixes them per sample (``mix_kernels``)
 and convolves each sample with its own kernel (``per_sample_conv2d``). The deploy forms call these
-functions once, under ``torch.no_grad()``; the frozen-BN training path calls them on every forward, and
-autograd carries the gradients back to the branch parameters, exactly as through the branch-by-branch
-computation. That path runs them on every step, so each writes as few kernel-sized tensors as it can.
+functions once, under ``torch.no_grad()``; the frozen-BN training path calls them on every forward (so
+each writes as few kernel-sized tensors as it can), and autograd carries the gradients back to the branch
+parameters, exactly as through the branch-by-branch computation.
 """
 from typing import Sequence, Tuple
 
