@@ -12,6 +12,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 import torch.nn as nn
+from mmcv.cnn import fuse_conv_bn
 from mmengine.config import Config
 from mmengine.runner import load_checkpoint
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -70,12 +71,16 @@ def _load(model: nn.Module, checkpoint: Optional[str]) -> nn.Module:
 
 
 def build_variants(cfg: Config, checkpoint: Optional[str], device: torch.device) -> Tuple[Dict[str, nn.Module], int]:
-    """The unfused model (computing branch by branch), its fused copy and the plain baseline, in eval mode."""
+    """The unfused model (computing branch by branch), its fused copy and the plain baseline, in eval mode.
+
+    The fused copy and the baseline are both deployed forms: every conv + BN pair left in them is folded
+    (mmcv's ``fuse_conv_bn``), as a deployment does, so neither pays for BN layers the other has folded.
+    """
     unfused = _load(build_model(cfg), checkpoint).to(device).eval()
     fused, num = fused_copy(unfused)
     set_forward_path(unfused, 'branches')  # in eval mode 'auto' would already run the fused kernels
     baseline = build_model(to_plain_config(cfg)).to(device).eval()
-    return dict(unfused=unfused, fused=fused, baseline=baseline), num
+    return dict(unfused=unfused, fused=fuse_conv_bn(fused), baseline=fuse_conv_bn(baseline)), num
 
 
 def kernel_mixing(model: nn.Module, inputs: torch.Tensor, samples: list) -> Optional[Tuple[Callable[[], None], int]]:

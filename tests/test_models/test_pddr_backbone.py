@@ -253,7 +253,12 @@ def test_deployment_tools_on_a_pddr_backbone_config(tmp_path, capsys):
                                                      '--repeat-num', '1', '--num-warmup', '0'])
     assert result['fused_layers'] == num
     inf = result['inference']
-    plain_params = _params(_build('mmpretrain', inner)) + (inf['unfused']['params'] - _params(model.backbone))
+    # the baseline is the plain backbone with its BNs folded, as the fused model's remaining ones are
+    from mmcv.cnn import fuse_conv_bn
+    plain_backbone = _build('mmpretrain', inner)
+    plain_backbone.eval()  # mmpretrain's backbones return None from train()
+    fuse_conv_bn(plain_backbone)
+    plain_params = _params(plain_backbone) + (inf['unfused']['params'] - _params(model.backbone))
     assert inf['baseline']['params'] == plain_params
     print(f"\n[pddr-backbone] PD-B MobileViT-XXS deploy check {info['check_error']:.1e}; 64x64 batch 1 latency ms "
           f"unfused {inf['unfused']['median_ms']:.1f} fused {inf['fused']['median_ms']:.1f} "

@@ -1,7 +1,8 @@
 """Latency of a PDDR model unfused, fused and as its plain baseline, measured interleaved in one process.
 
 Inference latency is the model's forward in mode='tensor' on an already preprocessed batch of random
-images (data loading, preprocessing and post-processing are not included). --train adds the training
+images (data loading, preprocessing and post-processing are not included). The fused model and the plain
+baseline have every remaining conv + BN pair folded (mmcv's fuse_conv_bn), as deployed models do. --train adds the training
 step (forward + backward + SGD step) and memory of the unfused PDDR model against the plain baseline,
 with BN in training mode (branch by branch) and with frozen BN (norm_eval style, one fused conv).
 
