@@ -112,3 +112,19 @@ def test_demo_summary_without_baseline_and_missing_metrics(tmp_path):
     assert 'same architecture as the trained baseline' not in text
     with pytest.raises(SystemExit, match='no test metrics found for fused'):
         demo_summary.main([bench, '--unfused', unfused, '--fused', osp.join(root, 'nothing')])
+
+
+def test_demo_baseline_params_match_the_benchmarks_plain_model():
+    """The demo's check that the trained baseline is the benchmark's plain model counts both the same way
+    (BNs folded), so the same architecture reads 'the same as'."""
+    import torch
+    from mmengine.config import Config
+
+    import pddr_mm  # noqa: F401
+    from pddr_mm.deployment import count_params
+    from pddr_mm.deployment.benchmark import build_variants
+    demo_summary = load_tool('misc/demo_summary')
+    models, _ = build_variants(Config.fromfile(osp.join(REPO, 'configs/demo/retinanet_r18-pdb_shapes.py')), None,
+                               torch.device('cpu'))
+    plain = demo_summary.baseline_params(osp.join(REPO, 'configs/demo/retinanet_r18-plain_shapes.py'))
+    assert plain == count_params(models['baseline'])

@@ -81,12 +81,16 @@ def epochs_trained(train_dir: str) -> Optional[int]:
 
 
 def baseline_params(config: str) -> int:
+    """Parameters of the trained baseline's model counted as the benchmark counts its plain one: BNs folded."""
+    from mmcv.cnn import fuse_conv_bn
     from mmengine.config import Config
 
     import pddr_mm  # noqa: F401
     from pddr_mm.deployment.checkpoint import build_model
     from pddr_mm.deployment.models import count_params
-    return count_params(build_model(Config.fromfile(config)))
+    model = build_model(Config.fromfile(config))
+    model.eval()
+    return count_params(fuse_conv_bn(model))
 
 
 def markdown_table(header: List[str], rows: List[List[str]]) -> str:
