@@ -21,7 +21,7 @@ from ..ops import PDConv2d, mix_kernels
 from .checkpoint import build_model, load_model
 from .configs import to_plain_config
 from .inputs import is_detector, make_inputs
-from .models import count_flops, count_params, fused_copy, set_forward_path
+from .models import count_flops, count_params, format_count, fused_copy, set_forward_path
 
 INFER_ORDER = ('unfused', 'fused', 'baseline')
 
@@ -221,15 +221,6 @@ def _step_memory(fn: Callable[[], None], device: torch.device) -> Dict:
     return dict(memory_mb=saved.total / 2**20, memory_kind='autograd saved tensors per step (CPU)')
 
 
-def _fmt_count(n: Optional[float]) -> str:
-    if n is None:
-        return 'n/a'
-    for unit, div in (('G', 1e9), ('M', 1e6), ('K', 1e3)):
-        if abs(n) >= div:
-            return f'{n / div:.2f}{unit}'
-    return f'{int(n)}'
-
-
 INFER_HEADER = ('model', 'median ms', 'p10-p90 ms', 'images/s', 'params', 'FLOPs')
 TRAIN_HEADER = ('BN state', 'model', 'median ms', 'p10-p90 ms', 'images/s', 'params', 'memory MB')
 
@@ -245,7 +236,7 @@ def format_report(result: Dict) -> str:
     inf = dict(result['inference'])
     mixing = inf.pop('mixing', None)
     rows = [(name, f"{r['median_ms']:.2f}", f"{r['p10_ms']:.2f}-{r['p90_ms']:.2f}", f"{r['images_per_s']:.1f}",
-             _fmt_count(r['params']), _fmt_count(r['flops'])) for name, r in inf.items()]
+             format_count(r['params'], 2), format_count(r['flops'], 2)) for name, r in inf.items()]
     text = [f"inference ({result['device']}, batch {result['batch_size']}, input {result['shape'][0]}x"
             f"{result['shape'][1]}, model forward in mode='tensor' on a preprocessed batch, "
             f"{result['repeat']} interleaved repeats after {result['warmup']} warm-up):",
@@ -268,7 +259,7 @@ def format_report(result: Dict) -> str:
             bn_state, name = key.split('/')
             rows.append((bn_state, 'pd (unfused)' if name == 'pd' else name, f"{r['median_ms']:.2f}",
                          f"{r['p10_ms']:.2f}-{r['p90_ms']:.2f}", f"{r['images_per_s']:.1f}",
-                         _fmt_count(r['params']), f"{r['memory_mb']:.3g}"))
+                         format_count(r['params'], 2), f"{r['memory_mb']:.3g}"))
         kind = next(iter(tr.values()))['memory_kind']
         text += ['', f'training step (forward + backward + SGD step; bn_train: all BN in train mode, PDConv2d '
                  f'branch by branch; bn_frozen: all BN in eval mode, PDConv2d online fusion; memory: {kind}):',
@@ -344,7 +335,7 @@ def format_onnx_report(result: Dict) -> str:
     """The printed table of :func:`benchmark_onnxruntime`."""
     inf = result['inference']
     rows = [(name, f"{r['median_ms']:.2f}", f"{r['p10_ms']:.2f}-{r['p90_ms']:.2f}", f"{r['images_per_s']:.1f}",
-             _fmt_count(r['params']), _fmt_count(r['flops'])) for name, r in inf.items()]
+             format_count(r['params'], 2), format_count(r['flops'], 2)) for name, r in inf.items()]
     text = [f"inference in ONNX Runtime ({result['device']}, batch {result['batch_size']}, input "
             f"{result['shape'][0]}x{result['shape'][1]}, opset {result['opset']} with a dynamic batch, network "
             f"outputs in mode='tensor' on a preprocessed batch, {result['repeat']} interleaved repeats after "

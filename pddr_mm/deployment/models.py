@@ -43,6 +43,16 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def format_count(n: Optional[float], digits: int = 3) -> str:
+    """A parameter or FLOP count as 25.557M / 1.822G ('n/a' for None), for tables and logs."""
+    if n is None:
+        return 'n/a'
+    for unit, div in (('G', 1e9), ('M', 1e6), ('K', 1e3)):
+        if abs(n) >= div:
+            return f'{n / div:.{digits}f}{unit}'
+    return str(int(n))
+
+
 class TensorMode(nn.Module):
     """``model(inputs, data_samples, mode='tensor')`` as a one-argument module, for FLOP tracing.
 

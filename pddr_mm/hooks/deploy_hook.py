@@ -6,18 +6,9 @@ from mmengine.hooks import EMAHook, Hook
 from mmengine.logging import print_log
 from mmengine.registry import HOOKS
 
-from pddr_mm.deployment.models import (compare_outputs, count_flops, count_params, fused_copy, pd_layers,
-                                       preprocess, tensor_forward, unfused_reference, unwrap)
+from pddr_mm.deployment.models import (compare_outputs, count_flops, count_params, format_count, fused_copy,
+                                       pd_layers, preprocess, tensor_forward, unfused_reference, unwrap)
 from pddr_mm.ops import is_deployed, switch_to_deploy
-
-
-def _fmt(n: Optional[float]) -> str:
-    if n is None:
-        return 'n/a'
-    for unit, div in (('G', 1e9), ('M', 1e6), ('K', 1e3)):
-        if abs(n) >= div:
-            return f'{n / div:.3f}{unit}'
-    return str(int(n))
 
 
 @HOOKS.register_module()
@@ -113,8 +104,8 @@ class PDDRDeployHook(Hook):
                           logger='current', level=30)
                 flops.append(None)
         print_log(
-            f'PDDRDeployHook: input {tuple(inputs.shape)}: params {_fmt(self._params_before)} -> '
-            f'{_fmt(count_params(model))}, FLOPs {_fmt(flops[0])} -> {_fmt(flops[1])} (unfused -> fused)',
+            f'PDDRDeployHook: input {tuple(inputs.shape)}: params {format_count(self._params_before)} -> '
+            f'{format_count(count_params(model))}, FLOPs {format_count(flops[0])} -> {format_count(flops[1])} (unfused -> fused)',
             logger='current')
 
     def _check(self, reference, model, data) -> None:

@@ -62,15 +62,6 @@ def fmt_metric(key: str, value) -> str:
     return f'{100 * value:.1f}' if key.startswith('coco/') else f'{value:.2f}'  # COCO as mmdet's model zoo: x100
 
 
-def fmt_count(n) -> str:
-    if n is None:
-        return 'n/a'
-    for unit, div in (('G', 1e9), ('M', 1e6), ('K', 1e3)):
-        if abs(n) >= div:
-            return f'{n / div:.3f}{unit}'
-    return str(int(n))
-
-
 def epochs_trained(train_dir: str) -> Optional[int]:
     files = glob.glob(osp.join(train_dir, '*', 'vis_data', 'scalars.json'))
     epochs = []
@@ -100,6 +91,7 @@ def markdown_table(header: List[str], rows: List[List[str]]) -> str:
 
 
 def build_summary(args: argparse.Namespace) -> str:
+    from pddr_mm.deployment.models import format_count
     with open(args.benchmark) as f:
         bench = json.load(f)
     inf = bench['inference']
@@ -118,7 +110,7 @@ def build_summary(args: argparse.Namespace) -> str:
     for key in ('baseline', 'unfused', 'fused'):
         r = inf[key]
         rows.append([names[key]] + [fmt_metric(k, tests[key].get(k)) for k, _ in columns] + [
-            fmt_count(r['params']), fmt_count(r['flops']), f"{r['median_ms']:.2f}",
+            format_count(r['params']), format_count(r['flops']), f"{r['median_ms']:.2f}",
             f"{r['p10_ms']:.2f}-{r['p90_ms']:.2f}"])
     lines = [markdown_table(header, rows), '']
     same = all(tests['unfused'].get(k) == tests['fused'].get(k) for k, _ in columns)
@@ -142,7 +134,7 @@ def build_summary(args: argparse.Namespace) -> str:
         n = baseline_params(args.baseline_config)
         ok = n == inf['baseline']['params']
         lines.append(f'- parameters of the trained baseline\'s config ({osp.basename(args.baseline_config)}): '
-                     f'{fmt_count(n)}, {"the same as" if ok else "DIFFERENT FROM"} the benchmark\'s plain model')
+                     f'{format_count(n)}, {"the same as" if ok else "DIFFERENT FROM"} the benchmark\'s plain model')
     lines += [f'- {note}' for note in args.note]
     for key, r in inf.items():
         if isinstance(r, dict) and r.get('flops_error'):
