@@ -2,7 +2,7 @@
 import os
 import re
 import warnings
-from typing import Dict, List
+from typing import Callable, Dict, List
 
 import torch
 from mmengine.config import Config
@@ -119,3 +119,13 @@ def loss_and_predict(model, data: Dict) -> None:
     model.eval()
     with torch.no_grad():
         assert len(model.test_step(data)) == 1
+
+
+def fails_alike(error: Exception, run_plain: Callable[[], None]) -> bool:
+    """Whether ``run_plain()`` (the same model with its plain backbone) raises as ``error`` did: same type and
+    same first 80 characters. Then the failure is this harness's (a GPU-only op, a missing file), not PDDR's."""
+    try:
+        run_plain()
+    except Exception as e:  # noqa: B902  (compared here)
+        return type(e) is type(error) and str(e)[:80] == str(error)[:80]
+    return False

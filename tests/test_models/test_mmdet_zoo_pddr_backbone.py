@@ -29,7 +29,7 @@ from mmengine.config import Config
 from mmengine.model import revert_sync_batchnorm
 
 import pddr_mm
-from _helpers import build_detector, chain_text, loss_and_predict, set_branches
+from _helpers import build_detector, chain_text, fails_alike, loss_and_predict, set_branches
 from pddr_mm.ops import PDConv2d
 from pddr_mm.testing import max_rel_error, randomize_bn
 
@@ -118,15 +118,11 @@ def _build(cfg):
     return model
 
 
-def _plain_error(model_cfg, data):
-    """The exception the same detector with its plain backbone raises in this harness, if any."""
+def _run_plain(model_cfg, data):
+    """The same detector with its plain backbone, in this harness."""
     plain = Config(dict(model=model_cfg)).model
     plain.backbone.init_cfg = None
-    try:
-        loss_and_predict(_build(plain), data)
-    except Exception as e:  # noqa: B902  (compared by the caller)
-        return e
-    return None
+    loss_and_predict(_build(plain), data)
 
 
 pytestmark = pytest.mark.usefixtures('one_thread')  # tiny networks: see conftest.py
@@ -159,8 +155,7 @@ def test_zoo_config_with_pddr_backbone(family, rel, model_cfg):
     except Exception as e:  # noqa: B902  (re-raised unless the plain backbone fails the same way)
         if isinstance(e, pytest.skip.Exception):
             raise
-        plain_error = _plain_error(model_cfg, data)
-        if type(plain_error) is type(e) and str(plain_error)[:80] == str(e)[:80]:
+        if fails_alike(e, lambda: _run_plain(model_cfg, data)):
             print(f'\n[zoo-pddr] skipped {rel}: fails the same way with the plain backbone here '
                   f'({type(e).__name__}: {str(e)[:120]})')
             pytest.skip(f'fails with the plain backbone too: {str(e)[:120]}')

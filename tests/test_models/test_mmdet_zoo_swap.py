@@ -22,7 +22,7 @@ from mmengine.config import Config
 from mmengine.model import revert_sync_batchnorm
 
 import pddr_mm  # noqa: F401
-from _helpers import build_detector, chain_text, flatten, loss_and_predict, set_branches
+from _helpers import build_detector, chain_text, fails_alike, flatten, loss_and_predict, set_branches
 from pddr_mm.ops import PDConv2d, switch_to_deploy
 from pddr_mm.testing import max_rel_error, randomize_bn
 
@@ -108,15 +108,11 @@ def _fused_error(model, data) -> float:
     return max(max_rel_error(a, e) for a, e in zip(actual, expected))
 
 
-def _plain_error(model_cfg, data):
-    """The exception the same model with the plain ResNet backbone raises on the same input, if any."""
+def _run_plain(model_cfg, data):
+    """The same model with the plain ResNet backbone, on the same input."""
     plain_cfg = Config(dict(model=model_cfg)).model
     plain_cfg.backbone.type = 'ResNet'
-    try:
-        loss_and_predict(revert_sync_batchnorm(build_detector(plain_cfg)), data)
-    except Exception as e:  # noqa: B902  (compared by type by the caller)
-        return e
-    return None
+    loss_and_predict(revert_sync_batchnorm(build_detector(plain_cfg)), data)
 
 
 @pytest.mark.parametrize('rel,model_cfg', _SELECTED, ids=[r for r, _ in _SELECTED])
@@ -141,8 +137,7 @@ def test_zoo_config_with_pd_backbone(rel, model_cfg):
         assert any(isinstance(m, PDConv2d) for m in model.backbone.modules())
         loss_and_predict(model, data)
     except Exception as e:  # noqa: B902  (re-raised unless the plain backbone fails the same way)
-        plain_error = _plain_error(model_cfg, data)
-        if type(plain_error) is type(e) and str(plain_error)[:80] == str(e)[:80]:
+        if fails_alike(e, lambda: _run_plain(model_cfg, data)):
             print(f'\n[zoo] skipped {rel}: fails the same way with the plain ResNet backbone here, so not a '
                   f'PDDR problem ({type(e).__name__}: {str(e)[:120]})')
             pytest.skip(f'fails with the plain backbone too: {str(e)[:120]}')
