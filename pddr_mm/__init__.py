@@ -6,9 +6,9 @@ torch >= 2.6.
 """
 from . import hooks, models  # noqa: F401  (registers the modules)
 from .compat import allow_mmengine_checkpoints
-from .ops import PDConv2d, Refinement, is_deployed, switch_to_deploy
+from .ops import PDConv2d, Refinement, fuse_pd_conv_bn, is_deployed, switch_to_deploy
 from .version import __version__
 
 allow_mmengine_checkpoints()
 
-__all__ = ['PDConv2d', 'Refinement', 'switch_to_deploy', 'is_deployed', '__version__']
+__all__ = ['PDConv2d', 'Refinement', 'switch_to_deploy', 'fuse_pd_conv_bn', 'is_deployed', '__version__']

@@ -17,7 +17,7 @@ from mmengine.config import Config
 from mmengine.runner import load_checkpoint
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..ops import PDConv2d, mix_kernels
+from ..ops import PDConv2d, fuse_pd_conv_bn, mix_kernels
 from .checkpoint import build_model, load_model
 from .configs import to_plain_config
 from .inputs import is_detector, make_inputs
@@ -74,10 +74,12 @@ def build_variants(cfg: Config, checkpoint: Optional[str], device: torch.device)
     """The unfused model (computing branch by branch), its fused copy and the plain baseline, in eval mode.
 
     The fused copy and the baseline are both deployed forms: every conv + BN pair left in them is folded
-    (mmcv's ``fuse_conv_bn``), as a deployment does, so neither pays for BN layers the other has folded.
+    (``fuse_pd_conv_bn``, then mmcv's ``fuse_conv_bn``), as a deployment does, so neither pays for BN layers
+    the other has folded.
     """
     unfused = _load(build_model(cfg), checkpoint).to(device).eval()
     fused, num = fused_copy(unfused)
+    fuse_pd_conv_bn(fused)
     set_forward_path(unfused, 'branches')  # in eval mode 'auto' would already run the fused kernels
     baseline = build_model(to_plain_config(cfg)).to(device).eval()
     return dict(unfused=unfused, fused=fuse_conv_bn(fused), baseline=fuse_conv_bn(baseline)), num

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from pddr_mm.ops import MixedConv2d, is_deployed
+from pddr_mm.ops import MixedConv2d, fuse_pd_conv_bn, is_deployed
 from pddr_mm.ops.onnx_export import dynamic_batch_export
 
 from .models import (TensorMode, compare_outputs, flatten_tensors, fused_copy, pd_layers, unfused_reference,
@@ -65,6 +65,7 @@ def export_onnx(model: nn.Module, inputs: Tensor, output_file: str, opset: int =
     if opset < 11:
         raise ValueError(f'opset {opset} is too old: PDDR exports need opset 11 or later')
     fused, num_fused = fused_copy(model)
+    fuse_pd_conv_bn(fused)  # a runtime folds Conv + BN only where the Conv's weight is a constant (not PD-B's)
     wrapper = TensorOutputs(fused, data_samples).eval()
     with torch.no_grad():
         num_outputs = len(wrapper(inputs))

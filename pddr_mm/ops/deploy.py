@@ -1,5 +1,7 @@
 """Model-level fusion: one call turns any model that holds PDDR layers into its deploy form."""
 import torch.nn as nn
+from mmcv.cnn import ConvModule
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from .pd_conv import PDConv2d
 
@@ -12,6 +14,24 @@ def switch_to_deploy(model: nn.Module) -> int:
     model must be in eval mode: train-mode BN has no fixed fold.
     """
     return sum(int(m.switch_to_deploy()) for m in list(model.modules()) if isinstance(m, PDConv2d))
+
+
+def fuse_pd_conv_bn(model: nn.Module) -> int:
+    """Fold into each deployed PDDR layer the BN that its ConvModule applies right after it, replacing that
+    BN with ``nn.Identity``; returns how many were folded.
+
+    A ``conv_cfg=dict(type='PDConv2d')`` swap keeps the ConvModule's own norm after the PDDR layer, and mmcv's
+    ``fuse_conv_bn`` does not look inside a PDConv2d, so this is its counterpart for them (call it first).
+    Like ``fuse_conv_bn`` it changes the module structure: for inference and export, not for checkpoints.
+    """
+    count = 0
+    for m in list(model.modules()):
+        if isinstance(m, ConvModule) and isinstance(m.conv, PDConv2d) and m.conv.deployed \
+                and isinstance(m.norm, _BatchNorm) and m.order.index('norm') == m.order.index('conv') + 1:
+            m.conv.fold_following_bn(m.norm)
+            setattr(m, m.norm_name, nn.Identity())
+            count += 1
+    return count
 
 
 def is_deployed(model: nn.Module) -> bool:

@@ -11,7 +11,7 @@ from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .branches import BranchCfg, LayerSpec, branch_class, branch_name, build_branch
-from .fusion import mixed_conv2d, sum_kernels
+from .fusion import bn_scale_shift, mixed_conv2d, sum_kernels
 from .mixed_conv import MixedConv2d
 from .refine import Refinement
 
@@ -206,6 +206,23 @@ class PDConv2d(BaseModule):
         self.fused = fused.eval()
         self.deployed = True
         return True
+
+    @torch.no_grad()
+    def fold_following_bn(self, bn: _BatchNorm) -> None:
+        """Fold an eval-mode BN applied right after this deployed layer into it:
+        ``BN(conv(x, K) + b) == conv(x, K * scale) + b * scale + shift``, per output channel. PD-B scales
+        every branch kernel and bias and adds ``shift`` to every branch bias: the mixing weights sum to 1.
+        """
+        if not self.deployed:
+            raise RuntimeError('fold_following_bn needs the deploy form: call switch_to_deploy() first')
+        scale, shift = bn_scale_shift(bn)
+        if scale.numel() != self.out_channels:
+            raise ValueError(f'a BN over {scale.numel()} channels cannot follow a layer with {self.out_channels} '
+                             'output channels')
+        weight, bias = self.fused.weight, self.fused.bias
+        rows = weight.reshape((-1, self.out_channels) + weight.shape[1:])  # (branches, out, ...) for PD-B
+        weight.copy_((rows * scale.reshape(-1, 1, 1, 1).to(weight)).reshape(weight.shape))
+        bias.copy_(bias * scale.to(bias) + shift.to(bias))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         # a training checkpoint in a deploy model (or the reverse) would otherwise half-load silently

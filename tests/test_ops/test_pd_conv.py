@@ -41,6 +41,41 @@ def test_conv_module_takes_pdconv_as_conv_cfg():
         assert max_rel_error(m(x), expected) <= 1e-5
 
 
+@pytest.mark.parametrize('mode', ['A', 'B'])
+@pytest.mark.parametrize('dtype,tol', [(torch.float32, 1e-5), (torch.float64, 1e-10)])
+def test_conv_module_norm_folds_into_the_deployed_layer(mode, dtype, tol):
+    """The ConvModule's BN after a conv_cfg-swapped PDConv2d folds into its deploy form (scale and shift,
+    for PD-B into every branch); a pre-norm ConvModule and a GN are left alone."""
+    from pddr_mm.ops import fuse_pd_conv_bn
+    pd = dict(type='PDConv2d', mode=mode, branch_groups=4)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        post = ConvModule(8, 12, 3, stride=2, padding=1, conv_cfg=pd, norm_cfg=dict(type='BN'))
+        pre = ConvModule(8, 8, 3, padding=1, conv_cfg=pd, norm_cfg=dict(type='BN'), order=('norm', 'conv', 'act'))
+        gn = ConvModule(12, 12, 3, padding=1, conv_cfg=pd, norm_cfg=dict(type='GN', num_groups=4))
+    model = nn.Sequential(pre, post, gn).to(dtype)
+    randomize_bn(model, 3).eval()
+    x = torch.randn(3, 8, 11, 7, dtype=dtype)
+    with torch.no_grad():
+        assert fuse_pd_conv_bn(model) == 0  # nothing deployed yet: nothing folds
+        expected = model(x)
+        switch_to_deploy(model)
+        assert fuse_pd_conv_bn(model) == 1 and fuse_pd_conv_bn(model) == 0
+        assert isinstance(post.norm, nn.Identity)
+        assert isinstance(pre.norm, nn.BatchNorm2d) and isinstance(gn.norm, nn.GroupNorm)
+        assert max_rel_error(model(x), expected) <= tol
+
+
+def test_folding_a_norm_needs_the_deploy_form_and_a_matching_eval_bn():
+    layer = PDConv2d(8, 12, 3, padding=1, branch_groups=4).eval()
+    with pytest.raises(RuntimeError, match='switch_to_deploy'):
+        layer.fold_following_bn(nn.BatchNorm2d(12).eval())
+    switch_to_deploy(layer)
+    with pytest.raises(ValueError, match='8 channels cannot follow a layer with 12'):
+        layer.fold_following_bn(nn.BatchNorm2d(8).eval())
+    with pytest.raises(RuntimeError, match='training mode'):
+        layer.fold_following_bn(nn.BatchNorm2d(12))
+
+
 @pytest.mark.parametrize('kwargs,words', [
     (dict(in_channels=48, out_channels=64, branch_groups=64), ["'group'", 'branch_groups=64', 'in_channels=48']),
     (dict(kernel_size=4), ['kernel_size', 'odd']),
