@@ -90,6 +90,21 @@ def test_pd_b_retinanet_dynamic_batch_matches_unfused(tmp_path):
     assert info['conv_nodes'] <= plain['conv_nodes']
 
 
+@pytest.mark.parametrize('mode', ['A', 'B'])
+def test_convmodule_norm_after_a_pd_layer_is_folded_before_export(mode, tmp_path):
+    """A conv_cfg-swapped PDConv2d keeps its ConvModule's BN; the export folds it (fuse_pd_conv_bn): no
+    BatchNormalization node is left, and the file still equals the unfused model at batch 1 and 3."""
+    cfg = Config.fromfile(write_config(str(tmp_path / 'tiny.py'), CLS_CONFIG.replace("mode='B'", f"mode='{mode}'")))
+    model = randomize_bn(load_model(cfg), 6)
+    data = make_inputs(model, 3, (32, 32))
+    info = export_onnx(model, data['inputs'], str(tmp_path / 'tiny.onnx'), dynamic=True,
+                       data_samples=data['data_samples'])
+    assert info['fused_layers'] == 2 and count_all_ops(onnx.load(info['output_file']), 'BatchNormalization') == 0
+    errors = check_batch_sizes(ort_session(info['output_file']), reference_model(model), data['inputs'], (1, 3),
+                               data['data_samples'])
+    assert max(errors.values()) < TOL, errors
+
+
 def test_static_export_is_exact_and_rejects_other_batches(tmp_path):
     import onnxruntime
     model = randomize_bn(load_model(classifier_cfg('B')), 4)
