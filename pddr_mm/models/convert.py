@@ -32,6 +32,7 @@ from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..ops import DEFAULT_BRANCHES, PDConv2d, filter_branches
+from ..ops.branches import branch_class, same_padding
 from .backbones.plain_to_pd import plain_to_pd_layer
 
 KernelSizes = Optional[Sequence[Union[int, Tuple[int, int]]]]
@@ -129,7 +130,7 @@ def trace_conv_consumers(model: nn.Module, inputs: Tensor) -> Tuple[Dict[str, Tu
     try:
         with torch.random.fork_rng(devices=[]), torch.enable_grad():
             clone.train()
-            outputs = _flatten(clone(inputs.requires_grad_()))
+            outputs = _flatten(clone(inputs.detach().requires_grad_()))  # the caller's tensor is left as it is
     finally:
         for h in handles:
             h.remove()
@@ -191,11 +192,7 @@ def _norm_cfg(bn: _BatchNorm) -> Optional[Dict]:
 
 def _padding(conv: nn.Conv2d) -> Optional[Tuple[int, int]]:
     if isinstance(conv.padding, str):  # 'valid' or 'same' (stride 1)
-        if conv.padding == 'valid':
-            return (0, 0)
-        if any((d * (k - 1)) % 2 for k, d in zip(conv.kernel_size, conv.dilation)):
-            return None
-        return tuple(d * (k - 1) // 2 for k, d in zip(conv.kernel_size, conv.dilation))
+        return (0, 0) if conv.padding == 'valid' else same_padding(conv.kernel_size, conv.dilation)
     return tuple(conv.padding)
 
 
@@ -211,6 +208,24 @@ def _kind(conv: nn.Conv2d) -> str:
         return kind
     depthwise = conv.groups == conv.in_channels == conv.out_channels
     return f'{kind} depthwise' if depthwise else f'{kind} groups={conv.groups}'
+
+
+def _check_selection(mode, branches, kernel_sizes, include, exclude) -> None:
+    """Raise ValueError for arguments that would otherwise select silently wrong (a string taken as a
+    list of its characters, an unknown branch dropped from every layer)."""
+    if mode not in ('A', 'B'):
+        raise ValueError(f"mode must be 'A' or 'B', got {mode!r}")
+    if isinstance(branches, (str, dict)) or not isinstance(branches, Sequence) or len(branches) == 0:
+        raise ValueError(f'branches must be a non-empty sequence of branch types, got {branches!r}')
+    for cfg in branches:
+        branch_class(cfg)
+    for key, patterns in (('include', include), ('exclude', exclude)):
+        if patterns is not None and (isinstance(patterns, str) or not isinstance(patterns, Sequence)):
+            raise ValueError(f'{key} must be a list of regular expressions, e.g. {key}=[{patterns!r}], '
+                             f'got {patterns!r}')
+    if kernel_sizes is not None and (isinstance(kernel_sizes, (int, str)) or not isinstance(kernel_sizes, Sequence)):
+        raise ValueError(f'kernel_sizes must be a list of kernel sizes (k for kxk, or (kh, kw)), e.g. '
+                         f'kernel_sizes=[{kernel_sizes!r}], got {kernel_sizes!r}')
 
 
 def convert_to_pd(model: nn.Module,
@@ -239,6 +254,7 @@ def convert_to_pd(model: nn.Module,
     The report (also stored as ``model.pddr_report`` and logged once): ``converted`` {conv name: kind},
     ``plain`` {conv name: reason}, ``dropped_branches`` {conv name: [(branch, reason)]}.
     """
+    _check_selection(mode, branches, kernel_sizes, include, exclude)
     found, num_bn = trace_conv_consumers(model, inputs)
     modules = dict(model.named_modules())
     converted, plain, dropped_branches = {}, {}, {}

@@ -11,7 +11,9 @@ def pd_args(mode: str = 'A', branches: Sequence[str] = ('standard', 'standard', 
             branch_groups: int = 64, reduction: int = 16, temperature: float = 1.0, forward_path: str = 'auto',
             deploy: bool = False) -> Dict:
     """The PDDR keyword arguments (exactly ``pddr_mm.ops.PD_ARGS``) as one dict for PDConv2d."""
-    args = dict(mode=mode, branches=tuple(branches), branch_groups=branch_groups, reduction=reduction,
+    if not isinstance(branches, (str, dict)):  # a lone name or dict is left for PDConv2d's clear error
+        branches = tuple(branches)
+    args = dict(mode=mode, branches=branches, branch_groups=branch_groups, reduction=reduction,
                 temperature=temperature, forward_path=forward_path, deploy=deploy)
     assert tuple(args) == tuple(PD_ARGS), 'pd_args() must list exactly pddr_mm.ops.PD_ARGS'
     return args

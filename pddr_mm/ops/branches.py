@@ -47,13 +47,38 @@ class LayerSpec:
     @classmethod
     def create(cls, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
                groups: int = 1, norm_cfg: Optional[Dict] = None, branch_groups: int = 64) -> 'LayerSpec':
-        """A spec from ``nn.Conv2d``-style arguments (ints or pairs)."""
-        return cls(in_channels, out_channels, _pair(kernel_size), _pair(stride), _pair(padding), _pair(dilation),
-                   groups, dict(norm_cfg or dict(type='BN')), branch_groups)
+        """A spec from ``nn.Conv2d``-style arguments (ints or pairs; padding also 'valid' or 'same')."""
+        if norm_cfg is not None and not isinstance(norm_cfg, dict):
+            raise ValueError(f"norm_cfg must be a dict with a 'type', e.g. dict(type='BN'), got {norm_cfg!r}")
+        kernel_size, stride, dilation = _pair(kernel_size), _pair(stride), _pair(dilation)
+        if isinstance(padding, str):
+            padding = _string_padding(padding, kernel_size, stride, dilation)
+        return cls(in_channels, out_channels, kernel_size, stride, _pair(padding), dilation, groups,
+                   dict(norm_cfg or dict(type='BN')), branch_groups)
 
     def describe(self) -> str:
         return (f'{self.in_channels}->{self.out_channels}, kernel {self.kernel_size}, stride {self.stride}, '
                 f'groups {self.groups}')
+
+
+def same_padding(kernel_size: Tuple[int, int], dilation: Tuple[int, int]) -> Optional[Tuple[int, int]]:
+    """The symmetric padding that keeps the size at stride 1 (``padding='same'``); None where none exists."""
+    if any(d * (k - 1) % 2 for k, d in zip(kernel_size, dilation)):
+        return None
+    return tuple(d * (k - 1) // 2 for k, d in zip(kernel_size, dilation))
+
+
+def _string_padding(padding: str, kernel_size, stride, dilation) -> Tuple[int, int]:
+    """``nn.Conv2d``'s string paddings as numbers: 'valid' is 0, 'same' the symmetric size-keeping padding."""
+    if padding == 'valid':
+        return (0, 0)
+    if padding != 'same':
+        raise ValueError(f"padding must be a number, a pair, 'valid' or 'same', got {padding!r}")
+    same = same_padding(kernel_size, dilation)
+    if max(stride) != 1 or same is None:
+        raise ValueError(f"padding='same' needs stride 1 and a symmetric padding, got kernel_size={kernel_size}, "
+                         f'stride={stride}, dilation={dilation}')
+    return same
 
 
 class Branch(nn.Module):
@@ -239,8 +264,9 @@ def filter_branches(branches: Sequence[BranchCfg], *args, **kwargs) -> Tuple[tup
     layer = LayerSpec.create(*args, **kwargs)
     kept, dropped = [], []
     for cfg in branches:
+        cls = branch_class(cfg)  # an unknown type is an error, not a branch that no layer can take
         try:
-            branch_class(cfg).check(layer)
+            cls.check(layer)
         except ValueError as e:
             dropped.append((cfg, str(e)))
         else:

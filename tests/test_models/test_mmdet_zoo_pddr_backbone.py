@@ -30,6 +30,7 @@ from mmengine.model import revert_sync_batchnorm
 
 import pddr_mm
 from _helpers import build_detector, chain_text, fails_alike, loss_and_predict, set_branches
+from pddr_mm.models.backbones.pddr_backbone import NothingConvertedError
 from pddr_mm.ops import PDConv2d
 from pddr_mm.testing import max_rel_error, randomize_bn
 
@@ -144,13 +145,14 @@ def test_zoo_config_with_pddr_backbone(family, rel, model_cfg):
     data = demo_mm_inputs(batch_size=1, image_shapes=[(3, 64, 64)], num_items=[2], with_mask=with_mask)
     cfg = _wrapped(model_cfg)
     try:
-        model = _build(cfg)
-        report = model.backbone.pddr_report
-        if not report['converted']:
-            reasons = sorted(set(report['plain'].values()))
-            print(f'\n[zoo-pddr] {family} ({rel}): no conv + BN pair to convert ({report["num_bn"]} BNs; '
+        try:
+            model = _build(cfg)
+        except NothingConvertedError as e:
+            reasons = sorted(set(e.report['plain'].values()))
+            print(f'\n[zoo-pddr] {family} ({rel}): no conv + BN pair to convert ({e.report["num_bn"]} BNs; '
                   f'{reasons[:3]})')
             pytest.skip(f'{family}: no conv + BN pair to convert')
+        report = model.backbone.pddr_report
         loss_and_predict(model, data)
     except Exception as e:  # noqa: B902  (re-raised unless the plain backbone fails the same way)
         if isinstance(e, pytest.skip.Exception):

@@ -36,6 +36,14 @@ def _build_inner(cfg: Dict) -> nn.Module:
                        "type='mmdet.ResNet'.") from e
 
 
+class NothingConvertedError(ValueError):
+    """PDDRBackbone found no conv + BN pair to convert; ``report`` is ``convert_to_pd``'s report."""
+
+    def __init__(self, report: Dict, message: str) -> None:
+        super().__init__(message)
+        self.report = report
+
+
 def PDDRBackbone(backbone: Dict,
                  mode: str = 'A',
                  branches: Sequence = DEFAULT_BRANCHES,
@@ -74,15 +82,22 @@ def PDDRBackbone(backbone: Dict,
         raise TypeError(f"PDDRBackbone: backbone must be a config dict with a 'type', got {backbone!r}")
     if mode not in ('A', 'B'):
         raise ValueError(f"PDDRBackbone: mode must be 'A' or 'B', got {mode!r}")
+    if not (isinstance(trace_shape, Sequence) and len(trace_shape) == 2):
+        raise ValueError(f'PDDRBackbone: trace_shape must be (H, W), got {trace_shape!r}')
     model = _build_inner(backbone)
     if init_cfg is not None:
         model.init_cfg = copy.deepcopy(init_cfg)
     in_channels = backbone.get('in_channels', 3)
     gen = torch.Generator().manual_seed(0)
     inputs = torch.randn(2, in_channels if isinstance(in_channels, int) else 3, *trace_shape, generator=gen)
-    convert_to_pd(model, inputs, mode=mode, branches=branches, branch_groups=branch_groups, reduction=reduction,
-                  temperature=temperature, forward_path=forward_path, deploy=deploy, kernel_sizes=kernel_sizes,
-                  include=include, exclude=exclude)
+    report = convert_to_pd(model, inputs, mode=mode, branches=branches, branch_groups=branch_groups,
+                           reduction=reduction, temperature=temperature, forward_path=forward_path, deploy=deploy,
+                           kernel_sizes=kernel_sizes, include=include, exclude=exclude)
+    if not report['converted']:  # a plain network under a PDDR name would be silently wrong
+        reasons = sorted(set(report['plain'].values()))
+        raise NothingConvertedError(report, f"PDDRBackbone converted no convolution of {backbone['type']!r} ({report['num_bn']} "
+                         f'BatchNorms; why each conv stayed plain: {reasons[:4]}). Check include / exclude / '
+                         'kernel_sizes, or use a backbone built of convolutions followed by BatchNorm.')
     return model
 
 
