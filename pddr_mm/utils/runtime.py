@@ -60,6 +60,12 @@ def init_cpu_dist(launcher: str, backend: str = 'gloo', timeout_s: int = 1800) -
     """Start the process group of a CPU-only run from torchrun's or slurm's environment variables."""
     if torch_dist.is_available() and torch_dist.is_initialized():
         return
+    needed = dict(slurm=('SLURM_PROCID', 'SLURM_NTASKS'), pytorch=('RANK', 'WORLD_SIZE')).get(launcher, ())
+    missing = [k for k in needed if k not in os.environ]
+    if missing:
+        starter = dict(slurm='srun (tools/slurm_train.sh)', pytorch='torchrun (tools/dist_train.sh)')[launcher]
+        raise RuntimeError(f'--launcher {launcher} needs {missing} in the environment, which {starter} sets; '
+                           'to run a single process, leave out --launcher')
     if launcher == 'slurm':  # what mmengine's _init_dist_slurm derives, minus the GPU calls
         os.environ['RANK'] = os.environ['SLURM_PROCID']
         os.environ['WORLD_SIZE'] = os.environ['SLURM_NTASKS']

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 
+import pytest
 import torch
 from conftest import REPO, tiny_config
 
@@ -55,3 +56,12 @@ def test_two_processes_train_the_same_model_and_gather_eval(tiny_shapes, tmp_pat
     (log, ) = glob.glob(osp.join(work, '*', '*.log'))
     text = open(log).read()
     assert 'Distributed training: True' in text and 'The testing results of the whole dataset is empty' not in text
+
+
+@pytest.mark.parametrize('launcher,missing', [('pytorch', 'RANK'), ('slurm', 'SLURM_PROCID')])
+def test_launcher_without_its_environment_is_a_clear_error(launcher, missing, monkeypatch):
+    from pddr_mm.utils.runtime import init_cpu_dist
+    for key in ('RANK', 'WORLD_SIZE', 'SLURM_PROCID', 'SLURM_NTASKS'):
+        monkeypatch.delenv(key, raising=False)
+    with pytest.raises(RuntimeError, match=f"--launcher {launcher} needs .*'{missing}'.*leave out --launcher"):
+        init_cpu_dist(launcher)
