@@ -87,21 +87,24 @@ def build_variants(cfg: Config, checkpoint: Optional[str], device: torch.device)
 
 def kernel_mixing(model: nn.Module, inputs: torch.Tensor, samples: list) -> Optional[Tuple[Callable[[], None], int]]:
     """For a model with deployed PD-B layers: a function that mixes every such layer's per-sample kernels for
-    ``inputs`` (``mix_kernels``, as the forward does), and nothing else; and the number of layers. None
-    without such layers. Timed next to the forward, it shows how much of PD-B's cost the mixing takes.
+    ``inputs`` (``mix_kernels``, as the forward does), and nothing else; and the number of layer calls (a
+    head layer shared by the FPN levels mixes once per level). None without such layers. Timed next to the
+    forward, it shows how much of PD-B's cost the mixing takes.
     """
     layers = [m.fused for m in model.modules() if isinstance(m, PDConv2d) and m.deployed and m.mode == 'B']
     if not layers:
         return None
-    weights = {}
-    hooks = [m.refine.register_forward_hook(lambda mod, args, out, m=m: weights.__setitem__(m, out)) for m in layers]
+    # one job per call: a shared head's layer runs (and mixes) once per FPN level; a head may skip some
+    # layers in tensor mode
+    jobs = []
+    hooks = [m.refine.register_forward_hook(lambda mod, args, out, m=m: jobs.append((out, m.branch_kernels())))
+             for m in layers]
     try:
         with torch.no_grad():
             model(inputs, samples, mode='tensor')
     finally:
         for h in hooks:
             h.remove()
-    jobs = [(weights[m], m.branch_kernels()) for m in layers if m in weights]  # a head may skip some in tensor mode
 
     def fn() -> None:
         with torch.no_grad():
@@ -247,8 +250,8 @@ def format_report(result: Dict) -> str:
     text.append(f"latency ratio fused/baseline: {ratios['fused/baseline']:.3f}   "
                 f"unfused/fused: {ratios['unfused/fused']:.3f}")
     if mixing is not None:
-        text.append(f"PD-B kernel mixing alone ({mixing['layers']} layers, the fused forward's per-sample kernels, "
-                    f"timed in the same round robin): {mixing['median_ms']:.2f} ms "
+        text.append(f"PD-B kernel mixing alone ({mixing['layers']} layer calls, the fused forward's "
+                    f"per-sample kernels, timed in the same round robin): {mixing['median_ms']:.2f} ms "
                     f"({mixing['p10_ms']:.2f}-{mixing['p90_ms']:.2f}) = "
                     f"{ratios['mixing/baseline']:.3f} of the baseline's latency")
     for name, r in inf.items():

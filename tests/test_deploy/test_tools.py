@@ -57,7 +57,7 @@ def test_benchmark_classifier_prints_every_column(tmp_path, capsys):
         assert len(row) == len(INFER_HEADER) and float(row[1]) > 0 and float(row[3]) > 0 and 'n/a' not in row
     assert 'latency ratio fused/baseline:' in out and 'unfused/fused:' in out
     # a PD-B model: the mixing of its per-sample kernels is timed on its own, in the same round robin
-    assert 'PD-B kernel mixing alone (2 layers' in out
+    assert 'PD-B kernel mixing alone (2 layer calls' in out
     assert result['inference']['mixing']['median_ms'] > 0 and result['ratios']['mixing/baseline'] > 0
     train_rows = table_rows(out, 'bn_train ') + table_rows(out, 'bn_frozen ')
     assert sorted((r[0], r[1]) for r in train_rows) == [('bn_frozen', 'baseline'), ('bn_frozen', 'pd (unfused)'),
@@ -125,3 +125,23 @@ def test_test_tool_show_dir_switches_on_the_visualization_hook():
     assert cls.default_hooks.visualization == dict(type='VisualizationHook', enable=True, out_dir='vis')
     with pytest.raises(ValueError, match='visualization hook'):
         test_tool.trigger_visualization_hook(Config(dict(default_hooks=dict())), args)
+
+
+def test_kernel_mixing_counts_a_shared_layer_once_per_call():
+    """A head conv shared by the FPN levels mixes its kernels once per level: timed alone, so must the mixing."""
+    from pddr_mm import PDConv2d, switch_to_deploy
+    from pddr_mm.deployment.benchmark import kernel_mixing
+
+    class SharedTwice(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = PDConv2d(4, 4, 3, padding=1, mode='B', branch_groups=2)
+
+        def forward(self, inputs, data_samples=None, mode='tensor'):
+            return self.conv(self.conv(inputs))
+
+    model = SharedTwice().eval()
+    switch_to_deploy(model)
+    fn, calls = kernel_mixing(model, torch.randn(2, 4, 6, 6), None)
+    fn()
+    assert calls == 2
