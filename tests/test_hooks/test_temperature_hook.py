@@ -140,15 +140,19 @@ def test_resume_continues_the_schedule(tmp_path):
     assert first.model.train_seen + resumed.model.train_seen == pytest.approx(straight.model.train_seen)
 
 
-def test_model_without_refinement_is_left_alone():
+def test_model_without_refinement_is_left_alone(monkeypatch):
     from types import SimpleNamespace
+
+    import pddr_mm.hooks.temperature_hook as temperature_hook
+    logged = []
+    monkeypatch.setattr(temperature_hook, 'print_log', lambda msg, logger=None, level=20: logged.append((msg, level)))
     hook = PDDRTemperatureHook(iters=2)
     runner = SimpleNamespace(model=torch.nn.Sequential(torch.nn.Conv2d(3, 3, 3)), iter=0, message_hub=None)
     hook.before_train(runner)  # warns, and every other call does nothing (message_hub is never used)
     hook.before_train_iter(runner, 0)
     hook.before_val_epoch(runner)
     hook.after_train(runner)
-    assert hook._modules == []
+    assert len(logged) == 1 and logged[0][1] == 30 and 'no PD-B refinement module' in logged[0][0]
 
 
 @pytest.mark.skipif('temperature' not in inspect.signature(Refinement.__init__).parameters,

@@ -78,8 +78,8 @@ def _flops_by_operator(model):
 @pytest.mark.parametrize('depth', [18, 50])
 def test_pd_b_deployed_per_image_params_and_conv_flops(depth):
     """On the fused PD-B model itself: one image meets the plain network's kernels plus the refinement
-    modules (the seed's PD-B parameter figure), and its convolutions cost exactly the fused PD-A ones
-    (= the plain network's); the mixing and refinement are matrix products, reported beside them."""
+    modules (the seed's PD-B parameter figure), and its convolutions cost exactly the fused PD-A ones and
+    the plain network's; the mixing and refinement are matrix products, reported beside them."""
     pd_b, pd_a = _deployed(depth, 'B'), _deployed(depth, 'A')
     refines = [m for m in pd_b.modules() if isinstance(m, Refinement)]
     assert len(refines) == 16
@@ -94,4 +94,8 @@ def test_pd_b_deployed_per_image_params_and_conv_flops(depth):
           f'{ops_b["conv"] / 1e9:.3f} GFLOPs (= PD-A {ops_a["conv"] / 1e9:.3f}, seed {seed_gflops}); other ops '
           f'(GFLOPs): {extra}')
     assert abs(per_image - seed_mparams) <= REL * seed_mparams
-    assert ops_b['conv'] == ops_a['conv']
+    assert ops_b['conv'] == ops_a['conv'] == _flops_by_operator(_plain(depth))['conv']
+    # and the BNs left outside the PD layers (1x1 convs, downsamples) too: PD-B costs PD-A's FLOPs, held
+    # to the seed's figure (which PD-B shares) by test_pd_a_deployed_matches_seed_table, plus the mixing
+    # and refinement reported above
+    assert ops_b['batch_norm'] == ops_a['batch_norm']
