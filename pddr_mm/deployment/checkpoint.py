@@ -28,10 +28,10 @@ def build_model(cfg: Config) -> nn.Module:
 def load_model(cfg: Config, checkpoint: Optional[str] = None) -> nn.Module:
     """The model of ``cfg`` in eval mode, with ``checkpoint`` loaded strictly (a training checkpoint with the
     training config, or a deploy checkpoint with the deploy config that reparameterize.py wrote)."""
+    if checkpoint and not osp.isfile(checkpoint):  # before building: a large model takes a while
+        raise FileNotFoundError(f'checkpoint {checkpoint} does not exist')
     model = build_model(cfg)
     if checkpoint:
-        if not osp.isfile(checkpoint):
-            raise FileNotFoundError(f'checkpoint {checkpoint} does not exist')
         try:
             load_checkpoint(model, checkpoint, map_location='cpu', strict=True)
         except Exception as e:  # missing / unexpected keys, shapes, a training checkpoint in a deploy model, ...

@@ -242,9 +242,11 @@ class PDConv2d(BaseModule):
                 'cannot be split back into branches.')
         if not has_branches and not has_fused and 'weight' in keys:
             raise RuntimeError(
-                f'{where}: the checkpoint holds a plain convolution here. Start a PDDR model from plain '
-                "weights with init_cfg=dict(type='Pretrained', checkpoint=...) on the backbone, or convert "
-                'the checkpoint with tools/model_converters/plain_to_pd.py.')
+                f'{where}: the checkpoint holds a plain convolution here. Only PDResNet and PDDRBackbone start '
+                'from plain weights (their plain conv + BN goes into the branches; offline: '
+                'tools/model_converters/plain_to_pd.py); a PDFPN, PDRetinaHead or conv_cfg layer has no plain '
+                "start. Load the plain weights into the backbone only, e.g. init_cfg=dict(type='Pretrained', "
+                "prefix='backbone.', checkpoint=...) on the backbone, and let this layer start from its init_cfg.")
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ------------------------------------------------------------------ forward
