@@ -143,6 +143,21 @@ def test_study_skips_finished_resumes_partial_and_reports_failures(tmp_path, cap
     assert calls == [ablation.run_dir_of(root, 'pd-b', 1)]
 
 
+@pytest.mark.parametrize('dry_run', [False, True])
+def test_changed_config_is_refused_for_a_finished_run_before_anything_trains(tmp_path, dry_run):
+    base = Config.fromfile(CLS_CONFIG)
+    root = str(tmp_path)
+    rd = ablation.run_dir_of(root, 'pd-b', 1)
+    ablation.prepare_run(ablation.run_config(ablation.apply_variant(base, ablation.parse_variant('pd-b')), 1, rd), rd)
+    _fake_done(rd, 75.0)
+    assert ablation.run_state(rd) == 'done'
+    other = ablation.parse_variants(['pd-b:model.backbone.reduction=2'])
+    calls = []
+    with pytest.raises(RuntimeError, match='differs from the config'):
+        ablation.run_study(base, other, [0, 1], root, run_fn=calls.append, dry_run=dry_run)
+    assert calls == []  # seed 0 was not trained first
+
+
 def test_changed_config_is_refused_for_an_unfinished_run(tmp_path):
     base = Config.fromfile(CLS_CONFIG)
     rd = ablation.run_dir_of(str(tmp_path), 'pd-b', 0)

@@ -244,21 +244,26 @@ def run_state(run_dir: str) -> str:
     return 'new'
 
 
-def prepare_run(cfg: Config, run_dir: str) -> str:
-    """Write ``run_dir/config.py``; refuses a run directory made with another config."""
-    os.makedirs(run_dir, exist_ok=True)
+def check_run_config(cfg: Config, run_dir: str) -> None:
+    """Refuse a run directory, finished or interrupted, that was made with another config."""
     path = osp.join(run_dir, 'config.py')
-    text = cfg.pretty_text
-    if osp.isfile(path):
-        with open(path) as f:
-            old = f.read()
-        if old != text and run_state(run_dir) != 'new':
+    if not osp.isfile(path) or run_state(run_dir) == 'new':
+        return
+    with open(path) as f:
+        if f.read() != cfg.pretty_text:
             raise RuntimeError(
                 f'{path} differs from the config this variant and seed give now (the variant, the base config '
                 'or --cfg-options changed since that run): its results would not belong to this study. Delete '
                 f'{run_dir} or use another --work-dir.')
+
+
+def prepare_run(cfg: Config, run_dir: str) -> str:
+    """Write ``run_dir/config.py``; refuses a run directory made with another config."""
+    check_run_config(cfg, run_dir)
+    os.makedirs(run_dir, exist_ok=True)
+    path = osp.join(run_dir, 'config.py')
     with open(path, 'w') as f:
-        f.write(text)
+        f.write(cfg.pretty_text)
     return path
 
 
@@ -285,6 +290,10 @@ def run_study(base: Config, variants: List[Variant], seeds: List[int], root: str
     """Run every (variant, seed) not finished yet, in order; returns each run's state afterwards
     ('done', 'failed', or for a dry run the state found)."""
     configs = {v.name: apply_variant(base, v) for v in variants}  # every variant checked before training
+    for v in variants:  # and every run directory: a finished run of another config would join the summary
+        for seed in seeds:
+            rd = run_dir_of(root, v.name, seed)
+            check_run_config(run_config(configs[v.name], seed, rd), rd)
     states = {}
     total = len(variants) * len(seeds)
     k = 0
