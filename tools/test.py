@@ -68,9 +68,12 @@ def main(argv=None):
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     cfg.load_from = args.checkpoint
 
-    if args.deploy:
+    if args.deploy:  # a configured hook is kept, with fusing before testing switched on
         hooks = cfg.get('custom_hooks', None) or []
-        if not any(h.get('type') == 'PDDRDeployHook' for h in hooks):
+        deploy_hooks = [h for h in hooks if h.get('type') == 'PDDRDeployHook']
+        for h in deploy_hooks:
+            h['fuse_test'] = True
+        if not deploy_hooks:
             hooks.append(dict(type='PDDRDeployHook'))
         cfg.custom_hooks = hooks
 

@@ -56,12 +56,11 @@ def main():
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.loss_scale = 'dynamic'
 
-    if args.auto_scale_lr:
-        if 'auto_scale_lr' in cfg and 'enable' in cfg.auto_scale_lr and 'base_batch_size' in cfg.auto_scale_lr:
-            cfg.auto_scale_lr.enable = True
-        else:
-            raise RuntimeError('Can not find "auto_scale_lr" or "auto_scale_lr.enable" or '
-                               '"auto_scale_lr.base_batch_size" in your configuration file.')
+    if args.auto_scale_lr:  # mmdet configs carry auto_scale_lr.enable, mmpretrain ones only base_batch_size
+        if 'base_batch_size' not in (cfg.get('auto_scale_lr') or {}):
+            raise RuntimeError('--auto-scale-lr needs auto_scale_lr = dict(base_batch_size=...) in the config: '
+                               'the total batch size its learning rate was set for')
+        cfg.auto_scale_lr.enable = True
 
     if args.resume == 'auto':
         cfg.resume = True

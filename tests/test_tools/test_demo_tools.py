@@ -81,6 +81,18 @@ def test_compare_runs_needs_one_label_per_run(tmp_path):
         compare_runs.main([plain, '--labels', 'a', 'b', '--out', str(tmp_path / 'x.png')])
 
 
+def test_compare_runs_tells_same_named_runs_apart(tmp_path, capsys):
+    """An ablation study's runs are all called seed<s>: the default labels take parent folders until they
+    differ, and labels that repeat anyway are refused (a dict of runs would silently keep one)."""
+    a = fake_train_dir(str(tmp_path / 'plain'), 'seed0', 1.0)
+    b = fake_train_dir(str(tmp_path / 'pd-b'), 'seed0', 1.2)
+    compare_runs.main([a, b, '--out', str(tmp_path / 'c.png')])
+    printed = capsys.readouterr().out
+    assert 'plain/seed0: 6 logged iterations' in printed and 'pd-b/seed0: 6 logged iterations' in printed
+    with pytest.raises(SystemExit, match='repeat'):
+        compare_runs.main([a, b, '--labels', 'x', 'x', '--out', str(tmp_path / 'd.png')])
+
+
 def test_demo_summary_table(tmp_path, capsys):
     root = str(tmp_path)
     bench = fake_benchmark(osp.join(root, 'bench.json'))

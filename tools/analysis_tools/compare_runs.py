@@ -8,6 +8,7 @@ per evaluation, the main one (COCO bbox mAP, or top-1 accuracy) solid and a seco
 one colour per run. Meant for runs on the same schedule, e.g. the demo's plain and PD-B RetinaNets.
 """
 import argparse
+import os
 import os.path as osp
 import sys
 from typing import Dict, List, Optional, Sequence
@@ -77,11 +78,24 @@ def plot_compare(runs: Dict[str, tuple], out: str) -> List[str]:
     return metrics
 
 
+def default_labels(work_dirs: List[str]) -> List[str]:
+    """The work dirs' names, with as many parent folders as it takes to tell them apart
+    (``.../plain/seed0`` and ``.../pd-b/seed0`` -> ``plain/seed0``, ``pd-b/seed0``)."""
+    parts = [osp.normpath(osp.abspath(w)).split(os.sep) for w in work_dirs]
+    for n in range(1, max(len(p) for p in parts) + 1):
+        labels = ['/'.join(p[-n:]) for p in parts]
+        if len(set(labels)) == len(labels):
+            break
+    return labels
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
-    labels = args.labels or [osp.basename(osp.normpath(w)) for w in args.work_dirs]
+    labels = args.labels or default_labels(args.work_dirs)
     if len(labels) != len(args.work_dirs):
         raise SystemExit(f'{len(labels)} labels for {len(args.work_dirs)} work dirs')
+    if len(set(labels)) != len(labels):  # one label per run: a repeated one would hide a run
+        raise SystemExit(f'labels {labels} repeat: give one distinct label per work dir with --labels')
     runs = {label: load_scalars(w) for label, w in zip(labels, args.work_dirs)}
     metrics = plot_compare(runs, args.out)
     for label, (train, val) in runs.items():
