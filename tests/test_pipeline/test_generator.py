@@ -5,6 +5,7 @@ import os
 import os.path as osp
 
 import generate_shapes_dataset as gen
+import pytest
 from pycocotools.coco import COCO
 
 
@@ -42,3 +43,14 @@ def test_coco_format_and_crops(tiny_shapes):
     crops = [f for f in _files(osp.join(tiny_shapes, 'cls', 'train')) if f.endswith('.png')]
     assert len(crops) == n_train
     assert {osp.dirname(f) for f in crops} <= set(gen.CLASSES)
+
+
+def test_regenerating_needs_force_and_leaves_no_old_files(tmp_path):
+    args = ['--img-size', '64', '--max-size', '30']
+    out, fresh = str(tmp_path / 'out'), str(tmp_path / 'fresh')
+    gen.main(['--out', out, '--num-train', '6', '--num-val', '3'] + args)
+    with pytest.raises(SystemExit, match='already holds a generated set'):
+        gen.main(['--out', out, '--num-train', '2', '--num-val', '1'] + args)
+    gen.main(['--out', out, '--num-train', '2', '--num-val', '1', '--force'] + args)
+    gen.main(['--out', fresh, '--num-train', '2', '--num-val', '1'] + args)
+    assert _files(out) == _files(fresh)  # the 6-image set's extra images and crops are gone

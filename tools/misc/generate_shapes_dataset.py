@@ -26,6 +26,7 @@ import json
 import math
 import os
 import os.path as osp
+import shutil
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
@@ -41,6 +42,9 @@ ALL_CLASSES = CLASSES + ('pentagon', 'hexagon', 'star', 'rhombus', 'ellipse', 'r
 # a harder bundle (10 classes, opacity from 0.3, noise 24, blur 1.2) stayed at chance for 2 epochs
 HARD = dict(num_classes=8, num_train=1600, num_val=300, min_size=12, max_size=40, max_objects=5, max_overlap=0.5,
             alpha_min=0.6, noise_std=12.0, clutter=4, occlusion=0.2, blur=0.6, crop_jitter=0.1)
+
+
+OUTPUT_DIRS = ('images', 'annotations', 'cls')  # everything the generator writes under --out
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -60,6 +64,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--crop-size', type=int, default=32, help='side of the classification crops (default: 32)')
     parser.add_argument('--no-crops', action='store_true', help='do not write the classification crops')
     parser.add_argument('--seed', type=int, default=0, help='random seed; same seed, same files (default: 0)')
+    parser.add_argument('--force', action='store_true',
+                        help='replace a set already in --out (its images/, annotations/ and cls/ are deleted first)')
     hard = parser.add_argument_group('harder data (all off by default)')
     hard_opts = ' '.join(f'--{k.replace("_", "-")} {v}' for k, v in HARD.items())
     hard.add_argument('--hard', action='store_true',
@@ -268,6 +274,13 @@ def main(argv=None) -> None:
         raise SystemExit(f'--num-classes must be in 1..{len(ALL_CLASSES)}')
     if not 0 <= args.alpha_min <= 1 or not 0 <= args.occlusion <= 1:
         raise SystemExit('--alpha-min and --occlusion must be in [0, 1]')
+    # a new set written over an old one would leave the old crops and images the datasets still load
+    old = [d for d in OUTPUT_DIRS if osp.exists(osp.join(args.out, d))]
+    if old and not args.force:
+        raise SystemExit(f'{args.out} already holds a generated set ({", ".join(d + "/" for d in old)}): pass '
+                         '--force to replace it, or choose another --out')
+    for d in old:
+        shutil.rmtree(osp.join(args.out, d))
     ann_dir = osp.join(args.out, 'annotations')
     os.makedirs(ann_dir, exist_ok=True)
     # the splits draw from disjoint streams, so changing --num-train leaves the val split unchanged
