@@ -63,13 +63,15 @@ if [ -n "$BASE" ]; then
 else
   step "3/6 training $CONFIG -> $PD_DIR (evaluates the val split as it goes)"
 fi
+# --resume: running the demo again continues an interrupted training from its last checkpoint (a finished
+# one is not trained again)
 if [ -n "$BASE" ] && [ "$PARALLEL" = 1 ]; then
   # side by side, one thread each: on a 2-core machine about the time of the slower one alone
   mkdir -p "$BASE_DIR" "$PD_DIR"
   echo "training both side by side ($NPROC cores); full logs: $BASE_DIR/train.log, $PD_DIR/train.log"
-  "$PY" tools/train.py "$BASE" --work-dir "$BASE_DIR" > "$BASE_DIR/train.log" 2>&1 &
+  "$PY" tools/train.py "$BASE" --work-dir "$BASE_DIR" --resume >> "$BASE_DIR/train.log" 2>&1 &
   base_pid=$!
-  "$PY" tools/train.py "$CONFIG" --work-dir "$PD_DIR" > "$PD_DIR/train.log" 2>&1 &
+  "$PY" tools/train.py "$CONFIG" --work-dir "$PD_DIR" --resume >> "$PD_DIR/train.log" 2>&1 &
   pd_pid=$!
   trap 'kill "$base_pid" "$pd_pid" 2>/dev/null || true' INT TERM EXIT
   while kill -0 "$base_pid" 2>/dev/null || kill -0 "$pd_pid" 2>/dev/null; do
@@ -89,8 +91,8 @@ if [ -n "$BASE" ] && [ "$PARALLEL" = 1 ]; then
   progress "$BASE_DIR/train.log"
   progress "$PD_DIR/train.log"
 else
-  [ -z "$BASE" ] || "$PY" tools/train.py "$BASE" --work-dir "$BASE_DIR"
-  "$PY" tools/train.py "$CONFIG" --work-dir "$PD_DIR"
+  [ -z "$BASE" ] || "$PY" tools/train.py "$BASE" --work-dir "$BASE_DIR" --resume
+  "$PY" tools/train.py "$CONFIG" --work-dir "$PD_DIR" --resume
 fi
 CKPT=$(cat "$PD_DIR/last_checkpoint")
 BASE_CKPT=${BASE:+$(cat "$BASE_DIR/last_checkpoint")}
