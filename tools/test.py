@@ -83,7 +83,9 @@ def main(argv=None):
     if args.out is not None:
         assert args.out.endswith(('.pkl', '.pickle')), 'The dump file must be a pkl file.'
         cfg.test_evaluator = [cfg.test_evaluator] if not isinstance(cfg.test_evaluator, list) else cfg.test_evaluator
-        cfg.test_evaluator.append(dict(type='DumpResults', out_file_path=args.out))
+        # mmdet's dump drops the ground truth and encodes masks, as its offline tools expect
+        dump = 'mmdet.DumpDetResults' if cfg.get('default_scope') == 'mmdet' else 'DumpResults'
+        cfg.test_evaluator.append(dict(type=dump, out_file_path=args.out))
 
     setup_runtime(cfg)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)

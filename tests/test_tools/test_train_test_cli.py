@@ -60,3 +60,14 @@ def test_deploy_switches_on_fusing_in_a_configured_deploy_hook(tmp_path, monkeyp
     out = run_tool('test', [str(cfg), 'none.pth', '--deploy', '--work-dir', str(tmp_path)], monkeypatch)
     hooks = [h for h in out.custom_hooks if h['type'] == 'PDDRDeployHook']
     assert hooks == [dict(type='PDDRDeployHook', fuse_test=True, fuse_val=True)]
+
+
+@pytest.mark.parametrize('config,dump', [('configs/retinanet/retinanet_pd-b-r50_fpn_1x_coco.py', 'mmdet.DumpDetResults'),
+                                         ('configs/resnet/pd-b-resnet18_8xb32_in1k.py', 'DumpResults')])
+def test_out_dumps_as_the_library_does(config, dump, tmp_path, monkeypatch):
+    from mmengine.registry import METRICS
+    out = str(tmp_path / 'preds.pkl')
+    cfg = run_tool('test', [osp.join(REPO, config), 'none.pth', '--out', out, '--work-dir', str(tmp_path)],
+                   monkeypatch)
+    assert cfg.test_evaluator[-1] == dict(type=dump, out_file_path=out)
+    assert type(METRICS.build(cfg.test_evaluator[-1])).__name__ == dump.split('.')[-1]  # resolves in its registry
