@@ -6,4 +6,9 @@ _base_ = 'mmpretrain::mobilevit/mobilevit-xxsmall_8xb128_in1k.py'
 
 custom_imports = dict(imports=['pddr_mm'], allow_failed_imports=False)
 
-model = dict(backbone=dict(_delete_=True, type='PDDRBackbone', backbone={{_base_.model.backbone}}, mode='B'))
+# branch_groups=8 divides the channels of every converted layer that is not depthwise (16-160), so
+# all of them keep the group branch except the 3-channel stem (the default 64 divides only two of them)
+model = dict(
+    backbone=dict(
+        _delete_=True, type='PDDRBackbone', backbone={{_base_.model.backbone}}, mode='B',
+        branch_groups=8))

@@ -11,6 +11,7 @@ from mmpretrain.models.backbones.resnet import ResNet as MMPretrainResNet
 import pddr_mm
 from _helpers import (build_classifier, build_detector, cls_batch, det_batch, flatten, load_cfg, set_branches,
                       train_step)
+from pddr_mm.ops import PDConv2d
 from pddr_mm.testing import max_rel_error, randomize_bn
 
 TOL = 1e-5
@@ -159,6 +160,11 @@ def test_mobilevit_config(path, base, num_pd):
         assert _unscoped(cfg[key]) == _unscoped(base_cfg[key]), key
     assert cfg.model.backbone.type == 'PDDRBackbone' and cfg.model.backbone.backbone == base_cfg.model.backbone
     model = build_classifier(cfg.model)
+    # the configured branch_groups serves every converted layer: only the 3-channel stem and the depthwise
+    # layers (where a group branch cannot exist) go without one
+    no_group = [n for n, m in model.backbone.named_modules()
+                if isinstance(m, PDConv2d) and m.groups == 1 and 'group' not in m.branch_names]
+    assert no_group == ['stem.conv'], no_group
     data = cls_batch(size=64)
     losses = train_step(model, data)
     print(f'\n{path}: loss {losses["loss"].item():.4f}', end='')
