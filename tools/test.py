@@ -1,9 +1,10 @@
 """Test a pddr_mm (or any mmdet / mmpretrain) config: the arguments of mmdet's tools/test.py, plus --deploy."""
 import argparse
+import copy
 import os
 import os.path as osp
 
-from mmengine.config import Config, DictAction
+from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
@@ -26,6 +27,9 @@ def parse_args(argv=None):
         help='fuse the PDDR branches after the checkpoint is loaded (adds PDDRDeployHook), so the '
         'deployed model is the one evaluated; the fused outputs are checked against the unfused ones on the '
         'first batch. A deploy config written by tools/model_converters/reparameterize.py needs no --deploy')
+    parser.add_argument('--tta', action='store_true',
+                        help="test-time augmentation: the config's tta_model and tta_pipeline, else a flip TTA "
+                        "(mmdet's DetTTAModel or mmpretrain's AverageClsScoreTTA, as their test.py do)")
     parser.add_argument(
         '--cfg-options',
         nargs='+',
@@ -55,6 +59,26 @@ def trigger_visualization_hook(cfg: Config, args) -> None:
         hook['test_out_dir' if 'Det' in str(hook.get('type')) else 'out_dir'] = args.show_dir
 
 
+def apply_tta(cfg: Config) -> None:
+    """Wrap the model in its TTA model and give the test set the TTA pipeline (mmdet's and mmpretrain's
+    test.py --tta: the config's ``tta_model`` / ``tta_pipeline``, else horizontal-flip TTA)."""
+    detector = cfg.get('default_scope') == 'mmdet'
+    if not cfg.get('tta_model'):  # absent, or None as some configs set it
+        det_tta = dict(type='DetTTAModel', tta_cfg=dict(nms=dict(type='nms', iou_threshold=0.5), max_per_img=100))
+        cfg.tta_model = det_tta if detector else dict(type='mmpretrain.AverageClsScoreTTA')
+    dataset = cfg.test_dataloader.dataset
+    while 'dataset' in dataset:  # dataset wrappers
+        dataset = dataset['dataset']
+    if not cfg.get('tta_pipeline'):
+        pack = dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor',
+                                                      'flip', 'flip_direction')) if detector else dataset.pipeline[-1]
+        cfg.tta_pipeline = copy.deepcopy(dataset.pipeline)
+        cfg.tta_pipeline[-1] = dict(type='TestTimeAug', transforms=[
+            [dict(type='RandomFlip', prob=1.), dict(type='RandomFlip', prob=0.)], [pack]])
+    cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
+    dataset.pipeline = cfg.tta_pipeline
+
+
 def main(argv=None):
     args = parse_args(argv)
     cfg = Config.fromfile(args.config)
@@ -79,6 +103,9 @@ def main(argv=None):
 
     if args.show or args.show_dir:
         trigger_visualization_hook(cfg, args)
+
+    if args.tta:
+        apply_tta(cfg)
 
     if args.out is not None:
         assert args.out.endswith(('.pkl', '.pickle')), 'The dump file must be a pkl file.'

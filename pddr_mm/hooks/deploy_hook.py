@@ -4,6 +4,7 @@ from typing import Any, Optional
 import torch
 from mmengine.hooks import EMAHook, Hook
 from mmengine.logging import print_log
+from mmengine.model import BaseTTAModel
 from mmengine.registry import HOOKS
 
 from pddr_mm.deployment.models import (compare_outputs, count_flops, count_params, format_count, fused_copy,
@@ -50,10 +51,16 @@ class PDDRDeployHook(Hook):
         self.last_error: Optional[float] = None  # of the latest check, for the logs and tests
 
     # ------------------------------------------------------------------ test
+    @staticmethod
+    def _tested_model(runner):
+        """The model under test, inside its TTA wrapper if it has one (tools/test.py --tta)."""
+        model = unwrap(runner.model)
+        return model.module if isinstance(model, BaseTTAModel) else model
+
     def before_test_epoch(self, runner) -> None:
         if not self.fuse_test:
             return
-        model = unwrap(runner.model)
+        model = self._tested_model(runner)
         if not pd_layers(model):
             print_log('PDDRDeployHook: the model holds no PDConv2d, nothing to fuse', logger='current')
             return
@@ -85,7 +92,9 @@ class PDDRDeployHook(Hook):
             return
         self._first_batch = False
         reference, self._reference = self._reference, None
-        model = unwrap(runner.model)
+        model = self._tested_model(runner)
+        if isinstance(unwrap(runner.model), BaseTTAModel) and isinstance(data_batch, dict):
+            data_batch = {k: v[0] for k, v in data_batch.items()}  # TTA: the first augmentation's batch
         with torch.no_grad():
             data = preprocess(model, data_batch)
         if self.log_complexity:

@@ -61,3 +61,24 @@ def test_plot_script_writes_curves_and_branch_weights(trained, capsys):
     for names, w in weights.values():
         assert w.shape[1] == len(names) == 4
         np.testing.assert_allclose(w.sum(1), 1, rtol=1e-5)  # softmax over the branches
+
+
+def test_flip_tta_with_deploy_on_the_trained_detector(trained, tmp_path, monkeypatch):
+    """tools/test.py --tta --deploy: the detector under mmdet's DetTTAModel (flip TTA, the config has none of
+    its own) is fused and checked against its unfused form on the first augmentation's batch."""
+    import importlib.util
+    import uuid
+
+    from conftest import REPO
+    spec = importlib.util.spec_from_file_location('pddr_test_tool', osp.join(REPO, 'tools', 'test.py'))
+    test_tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(test_tool)
+    from pddr_mm.hooks.deploy_hook import PDDRDeployHook
+    checked = []
+    check = PDDRDeployHook._check
+    monkeypatch.setattr(PDDRDeployHook, '_check', lambda self, *a: checked.append(check(self, *a) or self.last_error))
+    work, cfg_path, _ = trained
+    metrics = test_tool.main([cfg_path, osp.join(work, f'iter_{ITERS}.pth'), '--tta', '--deploy', '--work-dir',
+                              str(tmp_path), '--cfg-options', f'visualizer.name=tta_{uuid.uuid4().hex[:8]}'])
+    assert math.isfinite(metrics['coco/bbox_mAP'])
+    assert len(checked) == 1 and checked[0] <= 1e-4  # fused, and checked once, inside the TTA wrapper

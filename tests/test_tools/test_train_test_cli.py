@@ -71,3 +71,19 @@ def test_out_dumps_as_the_library_does(config, dump, tmp_path, monkeypatch):
                    monkeypatch)
     assert cfg.test_evaluator[-1] == dict(type=dump, out_file_path=out)
     assert type(METRICS.build(cfg.test_evaluator[-1])).__name__ == dump.split('.')[-1]  # resolves in its registry
+
+
+@pytest.mark.parametrize('config,tta_type', [('configs/retinanet/retinanet_pd-b-r50_fpn_1x_coco.py', 'DetTTAModel'),
+                                             ('configs/resnet/pd-b-resnet18_8xb32_in1k.py',
+                                              'mmpretrain.AverageClsScoreTTA')])
+def test_tta_wraps_the_model_and_flips_the_test_pipeline(config, tta_type, tmp_path, monkeypatch):
+    from mmengine.config import Config
+    plain = Config.fromfile(osp.join(REPO, config))
+    cfg = run_tool('test', [osp.join(REPO, config), 'none.pth', '--tta', '--work-dir', str(tmp_path)], monkeypatch)
+    assert cfg.model.type == tta_type and cfg.model.module == plain.model
+    pipeline = cfg.test_dataloader.dataset.pipeline
+    if plain.get('tta_pipeline'):  # mmdet's RetinaNet config brings its own (multi-scale and flip)
+        assert pipeline == plain.tta_pipeline
+    else:  # otherwise flip TTA on the test pipeline
+        assert pipeline[-1].type == 'TestTimeAug' and [t['prob'] for t in pipeline[-1].transforms[0]] == [1.0, 0.0]
+        assert pipeline[:-1] == plain.test_dataloader.dataset.pipeline[:-1]
