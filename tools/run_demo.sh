@@ -102,9 +102,16 @@ if [ -n "$BASE" ]; then
   echo "--- plain baseline: $BASE_CKPT"
   "$PY" tools/test.py "$BASE" "$BASE_CKPT" --work-dir "$BASE_DIR/test"
 fi
-echo "--- unfused: every PDConv2d computes its branches"
-"$PY" tools/test.py "$CONFIG" "$CKPT" --work-dir "$PD_DIR/test_unfused" \
-  --cfg-options model.backbone.forward_path=branches
+echo "--- unfused: every PDConv2d computes its branches (forward_path='branches' on every PDDR module)"
+"$PY" - "$CONFIG" "$PD_DIR/config_unfused.py" <<'PYEOF'
+import sys
+from mmengine.config import Config
+from pddr_mm.deployment import forward_path_model_cfg
+cfg = Config.fromfile(sys.argv[1])
+cfg.model = forward_path_model_cfg(cfg.model, 'branches')
+cfg.dump(sys.argv[2])
+PYEOF
+"$PY" tools/test.py "$PD_DIR/config_unfused.py" "$CKPT" --work-dir "$PD_DIR/test_unfused"
 echo "--- fused: every PDConv2d fused (PDDRDeployHook), checked against the unfused outputs on the first batch"
 "$PY" tools/test.py "$CONFIG" "$CKPT" --deploy --work-dir "$PD_DIR/test_fused"
 

@@ -106,6 +106,18 @@ def deploy_model_cfg(model_cfg: Dict) -> Dict:
     return _walk(copy.deepcopy(model_cfg), fn)
 
 
+def forward_path_model_cfg(model_cfg: Dict, forward_path: str) -> Dict:
+    """``model_cfg`` with ``forward_path`` on every PDDR module and PDConv2d (backbone, neck, head and
+    ``conv_cfg`` swaps alike), e.g. 'branches' to test a trained model branch by branch."""
+
+    def fn(d: Dict, key: Optional[str]) -> Dict:
+        if is_pd_conv_cfg(d) or is_pddr_module_cfg(d):
+            d['forward_path'] = forward_path
+        return d
+
+    return _walk(copy.deepcopy(model_cfg), fn)
+
+
 def plain_model_cfg(model_cfg: Dict) -> Dict:
     """The plain baseline of ``model_cfg``: PD types replaced by their plain types, PDDR arguments removed.
 

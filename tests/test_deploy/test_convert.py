@@ -6,7 +6,7 @@ import torch
 from deploy_fixtures import CLS_CONFIG, DET_CONFIG, load_tool, write_config
 from mmengine.config import Config
 
-from pddr_mm.deployment import deploy_model_cfg, plain_model_cfg, set_forward_path
+from pddr_mm.deployment import deploy_model_cfg, forward_path_model_cfg, plain_model_cfg, set_forward_path
 from pddr_mm.deployment.checkpoint import build_model
 from pddr_mm.deployment.inputs import make_inputs
 from pddr_mm.ops import PDConv2d, is_deployed
@@ -121,6 +121,10 @@ def test_config_rewriting():
     assert plain['backbone']['type'] == 'DeployTestNet' and 'mode' not in plain['backbone']
     assert plain['neck']['conv_cfg'] == dict(type='Conv2d')
     assert model['backbone']['type'] == 'PDDeployTestNet'  # the input is not modified
+    unfused = forward_path_model_cfg(model, 'branches')  # backbone, neck conv_cfg alike; plain head untouched
+    assert unfused['backbone']['forward_path'] == unfused['neck']['conv_cfg']['forward_path'] == 'branches'
+    assert 'forward_path' not in unfused['neck'] and 'forward_path' not in unfused['bbox_head']
+    assert 'forward_path' not in model['backbone']
 
 
 # the project's full PD-B RetinaNet (PDResNet + PDFPN + PDRetinaHead), shrunk to seconds on a CPU
