@@ -32,7 +32,7 @@ from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..ops import DEFAULT_BRANCHES, PDConv2d, filter_branches
-from ..ops.branches import branch_class, same_padding
+from ..ops.branches import branch_class, check_branch_list, same_padding
 from .backbones.plain_to_pd import plain_to_pd_layer
 
 KernelSizes = Optional[Sequence[Union[int, Tuple[int, int]]]]
@@ -215,8 +215,7 @@ def _check_selection(mode, branches, kernel_sizes, include, exclude) -> None:
     list of its characters, an unknown branch dropped from every layer)."""
     if mode not in ('A', 'B'):
         raise ValueError(f"mode must be 'A' or 'B', got {mode!r}")
-    if isinstance(branches, (str, dict)) or not isinstance(branches, Sequence) or len(branches) == 0:
-        raise ValueError(f'branches must be a non-empty sequence of branch types, got {branches!r}')
+    check_branch_list(branches)
     for cfg in branches:
         branch_class(cfg)
     for key, patterns in (('include', include), ('exclude', exclude)):

@@ -255,6 +255,13 @@ def build_branch(cfg: BranchCfg, layer: LayerSpec) -> Branch:
         raise ValueError(f"branch {name!r} cannot serve this layer ({layer.describe()}): {e}") from e
 
 
+def check_branch_list(branches: Sequence[BranchCfg]) -> None:
+    """Raise ValueError unless ``branches`` is a non-empty sequence of branch types (a lone name or dict
+    would otherwise be read character by character, or key by key)."""
+    if isinstance(branches, (str, dict)) or not isinstance(branches, Sequence) or len(branches) == 0:
+        raise ValueError(f'branches must be a non-empty sequence of branch types, got {branches!r}')
+
+
 def filter_branches(branches: Sequence[BranchCfg], *args, **kwargs) -> Tuple[tuple, List[Tuple[BranchCfg, str]]]:
     """The branches that can serve a layer, and (branch, reason) for each that cannot.
 

@@ -10,7 +10,7 @@ from mmengine.registry import MODELS
 from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .branches import BranchCfg, LayerSpec, branch_class, branch_name, build_branch
+from .branches import BranchCfg, LayerSpec, branch_class, branch_name, build_branch, check_branch_list
 from .fusion import bn_scale_shift, mixed_conv2d, sum_kernels
 from .mixed_conv import MixedConv2d
 from .refine import Refinement
@@ -105,8 +105,7 @@ class PDConv2d(BaseModule):
         layer = self.layer
         if mode not in MODES:
             raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
-        if isinstance(branches, (str, dict)) or not isinstance(branches, Sequence) or len(branches) == 0:
-            raise ValueError(f'branches must be a non-empty sequence of branch types, got {branches!r}')
+        check_branch_list(branches)
         if mode == 'B' and len(branches) < 2:
             raise ValueError(f"mode='B' weights the branches per sample and needs at least two branches, got "
                              f"branches={tuple(branches)!r}; use mode='A' for a single branch")
