@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from plot_curves import load_scalars  # noqa: E402
+from plot_curves import is_percent, load_scalars  # noqa: E402
 
 # main metric first; the first of these present in a run's validation records is plotted solid
 MAIN_METRICS = ('coco/bbox_mAP', 'accuracy/top1', 'single-label/f1-score')
@@ -50,7 +50,7 @@ def plot_compare(runs: Dict[str, tuple], out: str) -> List[str]:
     fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(12, 4.4))
     colours = plt.rcParams['axes.prop_cycle'].by_key()['color']
     metrics = metric_keys(runs)
-    percent = any(k.startswith(('accuracy/', 'single-label/')) for k in metrics)
+    percent = is_percent(metrics)
     top = 0.0
     for i, (label, (train, val)) in enumerate(runs.items()):
         c = colours[i % len(colours)]

@@ -37,6 +37,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 # ---------------------------------------------------------------------------------------------- curves
+def is_percent(metric_keys) -> bool:
+    """mmpretrain's accuracies are percentages (0-100); mmdet's COCO metrics are fractions (0-1)."""
+    return any(k.startswith(('accuracy/', 'single-label/')) for k in metric_keys)
+
+
 def load_scalars(work_dir: str) -> Tuple[List[Dict], List[Dict]]:
     """Training records (with 'loss') and validation records (with a metric) of every run of ``work_dir``."""
     files = sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')))
@@ -78,8 +83,8 @@ def plot_curves(train: List[Dict], val: List[Dict], out: str) -> None:
         vals = [r.get(k, np.nan) for r in val]
         if all(isinstance(v, (int, float)) and v >= 0 for v in vals):  # COCO writes -1 for empty size ranges
             axes[2].plot([r['step'] for r in val], vals, marker='o', label=k.split('/')[-1])
-    percent = any(k.startswith(('accuracy/', 'single-label/')) for k in metric_keys)  # mmpretrain: 0-100
-    axes[2].set(title='validation (per evaluation)', xlabel='epoch (or iteration)', ylim=(0, 100 if percent else 1))
+    axes[2].set(title='validation (per evaluation)', xlabel='epoch (or iteration)',
+                ylim=(0, 100 if is_percent(metric_keys) else 1))
     if metric_keys:
         axes[2].legend(fontsize=8, ncol=2)
     else:
