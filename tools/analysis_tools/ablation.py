@@ -290,38 +290,38 @@ def run_study(base: Config, variants: List[Variant], seeds: List[int], root: str
     """Run every (variant, seed) not finished yet, in order; returns each run's state afterwards
     ('done', 'failed', or for a dry run the state found)."""
     configs = {v.name: apply_variant(base, v) for v in variants}  # every variant checked before training
-    for v in variants:  # and every run directory: a finished run of another config would join the summary
-        for seed in seeds:
-            rd = run_dir_of(root, v.name, seed)
-            check_run_config(run_config(configs[v.name], seed, rd), rd)
-    states = {}
-    total = len(variants) * len(seeds)
-    k = 0
+    # every run's directory and config, each directory checked before anything trains: a finished run of
+    # another config would otherwise join the summary
+    runs = {}
     for v in variants:
         for seed in seeds:
-            k += 1
             rd = run_dir_of(root, v.name, seed)
-            state = run_state(rd)
-            tag = f'[{k}/{total}] {v.name} seed {seed}'
-            if state == 'done':
-                print(f'{tag}: finished before, skipped ({osp.join(rd, METRICS_FILE)})', flush=True)
-                states[(v.name, seed)] = 'done'
-                continue
-            if dry_run:
-                print(f'{tag}: would {"resume" if state == "partial" else "train"} in {rd}', flush=True)
-                states[(v.name, seed)] = state
-                continue
-            prepare_run(run_config(configs[v.name], seed, rd), rd)
-            print(f'{tag}: {"resuming" if state == "partial" else "training"} in {rd} ...', flush=True)
-            t0 = time.time()
-            rc = run_fn(rd)
-            ok = rc == 0 and run_state(rd) == 'done'
-            states[(v.name, seed)] = 'done' if ok else 'failed'
-            if ok:
-                print(f'{tag}: done in {time.time() - t0:.0f} s', flush=True)
-            else:
-                print(f'{tag}: FAILED (exit code {rc}) after {time.time() - t0:.0f} s; the end of '
-                      f'{osp.join(rd, "run.log")}:\n{_tail(osp.join(rd, "run.log"))}', flush=True)
+            cfg = run_config(configs[v.name], seed, rd)
+            check_run_config(cfg, rd)
+            runs[(v.name, seed)] = rd, cfg
+    states = {}
+    for k, ((name, seed), (rd, cfg)) in enumerate(runs.items(), 1):
+        state = run_state(rd)
+        tag = f'[{k}/{len(runs)}] {name} seed {seed}'
+        if state == 'done':
+            print(f'{tag}: finished before, skipped ({osp.join(rd, METRICS_FILE)})', flush=True)
+            states[(name, seed)] = 'done'
+            continue
+        if dry_run:
+            print(f'{tag}: would {"resume" if state == "partial" else "train"} in {rd}', flush=True)
+            states[(name, seed)] = state
+            continue
+        prepare_run(cfg, rd)
+        print(f'{tag}: {"resuming" if state == "partial" else "training"} in {rd} ...', flush=True)
+        t0 = time.time()
+        rc = run_fn(rd)
+        ok = rc == 0 and run_state(rd) == 'done'
+        states[(name, seed)] = 'done' if ok else 'failed'
+        if ok:
+            print(f'{tag}: done in {time.time() - t0:.0f} s', flush=True)
+        else:
+            print(f'{tag}: FAILED (exit code {rc}) after {time.time() - t0:.0f} s; the end of '
+                  f'{osp.join(rd, "run.log")}:\n{_tail(osp.join(rd, "run.log"))}', flush=True)
     return states
 
 
