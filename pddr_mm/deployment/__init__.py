@@ -9,7 +9,7 @@ from .models import (compare_outputs, count_flops, count_params, fused_copy, set
                      unwrap)
 
 __all__ = [
-    'count_pddr_cfgs', 'deploy_model_cfg', 'forward_path_model_cfg', 'is_pd_conv_cfg', 'is_pddr_module_cfg', 'plain_model_cfg',
-    'to_deploy_config', 'to_plain_config', 'compare_outputs', 'count_flops', 'count_params', 'fused_copy',
-    'set_forward_path', 'unfused_reference', 'unwrap'
+    'count_pddr_cfgs', 'deploy_model_cfg', 'forward_path_model_cfg', 'is_pd_conv_cfg', 'is_pddr_module_cfg',
+    'plain_model_cfg', 'to_deploy_config', 'to_plain_config', 'compare_outputs', 'count_flops', 'count_params',
+    'fused_copy', 'set_forward_path', 'unfused_reference', 'unwrap'
 ]

@@ -114,7 +114,8 @@ class PDDRDeployHook(Hook):
                 flops.append(None)
         print_log(
             f'PDDRDeployHook: input {tuple(inputs.shape)}: params {format_count(self._params_before)} -> '
-            f'{format_count(count_params(model))}, FLOPs {format_count(flops[0])} -> {format_count(flops[1])} (unfused -> fused)',
+            f'{format_count(count_params(model))}, FLOPs {format_count(flops[0])} -> {format_count(flops[1])} '
+            '(unfused -> fused)',
             logger='current')
 
     def _check(self, reference, model, data) -> None:

@@ -8,7 +8,7 @@ from .refine import Refinement
 
 __all__ = [
     'PDConv2d', 'MixedConv2d', 'Refinement', 'BRANCHES', 'Branch', 'ConvBN', 'LayerSpec', 'build_branch',
-    'filter_branches', 'switch_to_deploy', 'fuse_pd_conv_bn', 'is_deployed', 'bn_scale_shift', 'fold_bn', 'pad_to_window',
-    'to_layer_groups', 'identity_kernel', 'sum_kernels', 'mix_kernels', 'mixed_conv2d', 'per_sample_conv2d',
-    'DEFAULT_BRANCHES', 'PD_ARGS'
+    'filter_branches', 'switch_to_deploy', 'fuse_pd_conv_bn', 'is_deployed', 'bn_scale_shift', 'fold_bn',
+    'pad_to_window', 'to_layer_groups', 'identity_kernel', 'sum_kernels', 'mix_kernels', 'mixed_conv2d',
+    'per_sample_conv2d', 'DEFAULT_BRANCHES', 'PD_ARGS'
 ]

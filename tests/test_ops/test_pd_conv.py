@@ -201,5 +201,6 @@ def test_plain_weights_into_a_pd_layer_without_a_plain_start_say_what_to_do():
     """A plain FPN / head / conv_cfg conv has no BN to split into branches: loading it is an error that says
     which modules do start from plain weights and how to load only the backbone."""
     layer = PDConv2d(8, 8, 3, padding=1, branch_groups=4)
-    with pytest.raises(RuntimeError, match=r"plain convolution here\. Only PDResNet and PDDRBackbone .*prefix='backbone\.'"):
+    expected = r"plain convolution here\. Only PDResNet and PDDRBackbone .*prefix='backbone\.'"
+    with pytest.raises(RuntimeError, match=expected):
         layer.load_state_dict(nn.Conv2d(8, 8, 3, padding=1).state_dict())

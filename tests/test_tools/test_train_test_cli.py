@@ -62,8 +62,9 @@ def test_deploy_switches_on_fusing_in_a_configured_deploy_hook(tmp_path, monkeyp
     assert hooks == [dict(type='PDDRDeployHook', fuse_test=True, fuse_val=True)]
 
 
-@pytest.mark.parametrize('config,dump', [('configs/retinanet/retinanet_pd-b-r50_fpn_1x_coco.py', 'mmdet.DumpDetResults'),
-                                         ('configs/resnet/pd-b-resnet18_8xb32_in1k.py', 'DumpResults')])
+@pytest.mark.parametrize('config,dump', [
+    ('configs/retinanet/retinanet_pd-b-r50_fpn_1x_coco.py', 'mmdet.DumpDetResults'),
+    ('configs/resnet/pd-b-resnet18_8xb32_in1k.py', 'DumpResults')])
 def test_out_dumps_as_the_library_does(config, dump, tmp_path, monkeypatch):
     from mmengine.registry import METRICS
     out = str(tmp_path / 'preds.pkl')

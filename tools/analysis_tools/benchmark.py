@@ -2,9 +2,10 @@
 
 Inference latency is the model's forward in mode='tensor' on an already preprocessed batch of random
 images (data loading, preprocessing and post-processing are not included). The fused model and the plain
-baseline have every remaining conv + BN pair folded (mmcv's fuse_conv_bn), as deployed models do. --train adds the training
-step (forward + backward + SGD step) and memory of the unfused PDDR model against the plain baseline,
-with BN in training mode (branch by branch) and with frozen BN (norm_eval style, one fused conv).
+baseline have every remaining conv + BN pair folded (pddr_mm.fuse_pd_conv_bn, mmcv's fuse_conv_bn), as
+deployed models do. --train adds the training step (forward + backward + SGD step) and memory of the
+unfused PDDR model against the plain baseline, with BN in training mode (branch by branch) and with frozen
+BN (norm_eval style, one fused conv).
 
 --backend onnxruntime exports the fused PDDR model and the plain baseline to ONNX the same way (dynamic
 batch, one opset; tools/deployment/pytorch2onnx.py) and times both in ONNX Runtime on the CPU, with as

@@ -95,9 +95,10 @@ def PDDRBackbone(backbone: Dict,
                            kernel_sizes=kernel_sizes, include=include, exclude=exclude)
     if not report['converted']:  # a plain network under a PDDR name would be silently wrong
         reasons = sorted(set(report['plain'].values()))
-        raise NothingConvertedError(report, f"PDDRBackbone converted no convolution of {backbone['type']!r} ({report['num_bn']} "
-                         f'BatchNorms; why each conv stayed plain: {reasons[:4]}). Check include / exclude / '
-                         'kernel_sizes, or use a backbone built of convolutions followed by BatchNorm.')
+        raise NothingConvertedError(
+            report, f"PDDRBackbone converted no convolution of {backbone['type']!r} ({report['num_bn']} BatchNorms; "
+            f'why each conv stayed plain: {reasons[:4]}). Check include / exclude / kernel_sizes, or use a '
+            'backbone built of convolutions followed by BatchNorm.')
     return model
 
 
