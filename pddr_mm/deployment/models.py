@@ -8,7 +8,7 @@ from mmengine.model import is_model_wrapper
 from torch import Tensor
 
 from pddr_mm.ops import PDConv2d, switch_to_deploy
-from pddr_mm.testing import max_rel_error
+from pddr_mm.utils import max_rel_error
 
 
 def unwrap(model: nn.Module) -> nn.Module:

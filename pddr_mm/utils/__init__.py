@@ -1,3 +1,4 @@
 from .runtime import setup_runtime
+from .tensors import flatten_tensors, max_rel_error
 
-__all__ = ['setup_runtime']
+__all__ = ['setup_runtime', 'flatten_tensors', 'max_rel_error']

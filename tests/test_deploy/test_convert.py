@@ -10,7 +10,7 @@ from pddr_mm.deployment import deploy_model_cfg, forward_path_model_cfg, plain_m
 from pddr_mm.deployment.checkpoint import build_model
 from pddr_mm.deployment.inputs import make_inputs
 from pddr_mm.ops import PDConv2d, is_deployed
-from pddr_mm.testing import randomize_bn
+from random_bn import randomize_bn
 
 deploy_tool = load_tool('model_converters/reparameterize')
 test_tool = load_tool('test')

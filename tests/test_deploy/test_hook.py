@@ -13,7 +13,7 @@ import pddr_mm.hooks.deploy_hook as deploy_hook
 from pddr_mm.deployment import unwrap
 from pddr_mm.hooks import PDDRDeployHook
 from pddr_mm.ops import PDConv2d, is_deployed
-from pddr_mm.testing import randomize_bn
+from random_bn import randomize_bn
 from pddr_mm.utils import setup_runtime
 
 

@@ -21,7 +21,7 @@ from pddr_mm.deployment.inputs import make_inputs  # noqa: E402
 from pddr_mm.deployment.onnx import (check_batch_sizes, export_onnx, ort_session, reference_model,  # noqa: E402
                                      run_onnx)
 from pddr_mm.deployment.onnx_graph import count_all_ops, count_ops  # noqa: E402
-from pddr_mm.testing import randomize_bn  # noqa: E402
+from random_bn import randomize_bn  # noqa: E402
 
 pytorch2onnx = load_tool('deployment/pytorch2onnx')
 benchmark = load_tool('analysis_tools/benchmark')

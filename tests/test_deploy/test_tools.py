@@ -9,7 +9,7 @@ from mmengine.config import Config
 
 from pddr_mm.deployment.benchmark import INFER_HEADER, TRAIN_HEADER
 from pddr_mm.deployment.checkpoint import build_model
-from pddr_mm.testing import randomize_bn
+from random_bn import randomize_bn
 
 benchmark = load_tool('analysis_tools/benchmark')
 get_flops = load_tool('analysis_tools/get_flops')

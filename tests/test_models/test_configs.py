@@ -12,7 +12,7 @@ import pddr_mm
 from _helpers import (build_classifier, build_detector, cls_batch, det_batch, flatten, load_cfg, set_branches,
                       train_step)
 from pddr_mm.ops import PDConv2d
-from pddr_mm.testing import max_rel_error, randomize_bn
+from random_bn import max_rel_error, randomize_bn
 
 TOL = 1e-5
 DETECTORS = [

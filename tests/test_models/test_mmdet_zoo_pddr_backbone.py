@@ -32,7 +32,7 @@ import pddr_mm
 from _helpers import build_detector, chain_text, fails_alike, loss_and_predict, set_branches
 from pddr_mm.models.backbones.pddr_backbone import NothingConvertedError
 from pddr_mm.ops import PDConv2d
-from pddr_mm.testing import max_rel_error, randomize_bn
+from random_bn import max_rel_error, randomize_bn
 
 TOL = 1e-10  # float64
 _BACKBONE = re.compile(r"backbone\s*=\s*dict\(\s*(?:_delete_\s*=\s*True\s*,\s*)?type\s*=\s*['\"]([\w.]+)['\"]")

@@ -24,7 +24,7 @@ from mmengine.model import revert_sync_batchnorm
 import pddr_mm  # noqa: F401
 from _helpers import build_detector, chain_text, fails_alike, flatten, loss_and_predict, set_branches
 from pddr_mm.ops import PDConv2d, switch_to_deploy
-from pddr_mm.testing import max_rel_error, randomize_bn
+from random_bn import max_rel_error, randomize_bn
 
 # the suite runs every distinct model (PDDR_ZOO=full, the default); for quick local runs PDDR_ZOO=types
 # runs one model per (detector type, dcn, plugins) and PDDR_ZOO=core the detectors named in the task

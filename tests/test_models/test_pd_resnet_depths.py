@@ -5,7 +5,7 @@ from mmengine.registry import MODELS
 
 import pddr_mm
 from pddr_mm.ops import PDConv2d
-from pddr_mm.testing import max_rel_error, randomize_bn
+from random_bn import max_rel_error, randomize_bn
 
 # (depth, PDConv2d layers): BasicBlock nets convert both 3x3 convs of a block, Bottleneck nets conv2
 LAYERS = {18: 16, 34: 32, 50: 16, 101: 33, 152: 50}

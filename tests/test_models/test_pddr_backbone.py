@@ -23,7 +23,7 @@ from mmengine.registry import MODELS, DefaultScope
 import pddr_mm
 from _helpers import flatten
 from pddr_mm.ops import PDConv2d, Refinement
-from pddr_mm.testing import max_rel_error, randomize_bn
+from random_bn import max_rel_error, randomize_bn
 
 TOL = 1e-5
 _HRNET_EXTRA = dict(

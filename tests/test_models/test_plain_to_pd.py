@@ -18,7 +18,7 @@ from mmengine.runner import load_checkpoint
 import pddr_mm  # noqa: F401
 from pddr_mm.models.backbones.plain_to_pd import find_block_convs
 from pddr_mm.ops import PDConv2d
-from pddr_mm.testing import max_rel_error, randomize_bn
+from random_bn import max_rel_error, randomize_bn
 
 CONVERTER = Path(__file__).resolve().parents[2] / 'tools' / 'model_converters' / 'plain_to_pd.py'
 TOL = 1e-5

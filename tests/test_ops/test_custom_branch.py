@@ -8,7 +8,7 @@ from mmengine.registry import MODELS
 
 from pddr_mm import switch_to_deploy
 from pddr_mm.ops import BRANCHES, filter_branches
-from pddr_mm.testing import max_rel_error, randomize_bn
+from random_bn import max_rel_error, randomize_bn
 
 CONFIG = """
 custom_imports = dict(imports=['custom_branch_example'], allow_failed_imports=False)

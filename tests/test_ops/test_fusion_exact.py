@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pddr_mm import PDConv2d, switch_to_deploy
-from pddr_mm.testing import max_rel_error, randomize_bn
+from random_bn import max_rel_error, randomize_bn
 
 # the rows of the seed's ablation table (ResNet-18), plus single non-standard branches
 ABLATION = [

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from pddr_mm.ops import (bn_scale_shift, fold_bn, identity_kernel, mix_kernels, pad_to_window, per_sample_conv2d,
                          sum_kernels, to_layer_groups)
-from pddr_mm.testing import max_rel_error, randomize_bn
+from random_bn import max_rel_error, randomize_bn
 
 D = torch.float64
 

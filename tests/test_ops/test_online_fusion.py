@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from pddr_mm.testing import max_rel_error
+from random_bn import max_rel_error
 from test_fusion_exact import LAYER_KINDS, SUBSETS_AND_MODES, make_layer
 
 TOL = {torch.float32: 1e-5, torch.float64: 1e-10}

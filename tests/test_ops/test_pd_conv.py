@@ -9,7 +9,7 @@ from mmengine.registry import DefaultScope
 
 from pddr_mm import PDConv2d, switch_to_deploy
 from pddr_mm.ops import MixedConv2d
-from pddr_mm.testing import max_rel_error, randomize_bn
+from random_bn import max_rel_error, randomize_bn
 
 
 @pytest.mark.parametrize('scope', ['mmdet', 'mmpretrain'])

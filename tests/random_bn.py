@@ -1,10 +1,11 @@
-"""Helpers for checking fusion: random BN statistics (the identity initialisation hides fold bugs)."""
+"""Test helper: random BN statistics (the identity initialisation of a BN hides fold bugs)."""
 from typing import Optional
 
 import torch
 import torch.nn as nn
-from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
+
+from pddr_mm.utils import max_rel_error  # noqa: F401  (the tests import both from here)
 
 
 @torch.no_grad()
@@ -20,8 +21,3 @@ def randomize_bn(model: nn.Module, seed: Optional[int] = 0) -> nn.Module:
                 m.weight.copy_(torch.rand(n, generator=gen) * 1.5 + 0.25)
                 m.bias.copy_(torch.randn(n, generator=gen) * 0.5)
     return model
-
-
-def max_rel_error(actual: Tensor, expected: Tensor) -> float:
-    """max |actual - expected| / max |expected|: the measure the fusion tolerances are stated in."""
-    return ((actual - expected).abs().max() / expected.abs().max().clamp_min(1e-30)).item()
