@@ -27,10 +27,14 @@ import math
 import os
 import os.path as osp
 import shutil
+import tempfile
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+
+from pddr_mm.utils.args import (int_at_least, int_range, non_negative_float, non_negative_int, positive_int,
+                                unit_float)
 
 CLASSES = ('circle', 'square', 'triangle', 'cross')  # the default (and the detection demo's) classes
 # --num-classes takes the first N of these; some look alike on a small, blurred crop on purpose
@@ -45,52 +49,71 @@ HARD = dict(num_classes=8, num_train=1600, num_val=300, min_size=12, max_size=40
 
 
 OUTPUT_DIRS = ('images', 'annotations', 'cls')  # everything the generator writes under --out
+MIN_SIDE = 2  # objects with a box side under 2 pixels are dropped, so smaller ones could never appear
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    """Parse and check every option: a bad value must fail here, before an existing set is touched."""
     parser = argparse.ArgumentParser(
         description='Generate the synthetic shapes data set (COCO detection + classification crops). '
         'The defaults are what configs/demo/ expects.')
     parser.add_argument('--out', default='data/shapes', help='output directory (default: data/shapes)')
-    parser.add_argument('--num-train', type=int, default=800, help='training images (default: 800)')
-    parser.add_argument('--num-val', type=int, default=100, help='validation images (default: 100)')
-    parser.add_argument('--img-size', type=int, default=128, help='square image side in pixels (default: 128)')
-    parser.add_argument('--min-objects', type=int, default=1, help='fewest objects per image (default: 1)')
-    parser.add_argument('--max-objects', type=int, default=4, help='most objects per image (default: 4)')
-    parser.add_argument('--min-size', type=int, default=14, help='smallest object side in pixels (default: 14)')
-    parser.add_argument('--max-size', type=int, default=56, help='largest object side in pixels (default: 56)')
-    parser.add_argument('--max-overlap', type=float, default=0.3,
+    parser.add_argument('--num-train', type=positive_int, default=800, help='training images (default: 800)')
+    parser.add_argument('--num-val', type=positive_int, default=100, help='validation images (default: 100)')
+    parser.add_argument('--img-size', type=positive_int, default=128,
+                        help='square image side in pixels (default: 128)')
+    parser.add_argument('--min-objects', type=non_negative_int, default=1,
+                        help='fewest objects per image (default: 1)')
+    parser.add_argument('--max-objects', type=positive_int, default=4, help='most objects per image (default: 4)')
+    parser.add_argument('--min-size', type=int_at_least(MIN_SIDE), default=14,
+                        help=f'smallest object side in pixels, at least {MIN_SIDE} (default: 14)')
+    parser.add_argument('--max-size', type=int_at_least(MIN_SIDE), default=56,
+                        help='largest object side in pixels (default: 56)')
+    parser.add_argument('--max-overlap', type=unit_float, default=0.3,
                         help='largest IoU allowed between two objects of an image (default: 0.3)')
-    parser.add_argument('--crop-size', type=int, default=32, help='side of the classification crops (default: 32)')
+    parser.add_argument('--crop-size', type=positive_int, default=32,
+                        help='side of the classification crops (default: 32)')
     parser.add_argument('--no-crops', action='store_true', help='do not write the classification crops')
-    parser.add_argument('--seed', type=int, default=0, help='random seed; same seed, same files (default: 0)')
+    parser.add_argument('--seed', type=non_negative_int, default=0,
+                        help='random seed; same seed, same files (default: 0)')
     parser.add_argument('--force', action='store_true',
-                        help='replace a set already in --out (its images/, annotations/ and cls/ are deleted first)')
+                        help='replace a set already in --out (its images/, annotations/ and cls/ are replaced once '
+                        'the new set is complete)')
     hard = parser.add_argument_group('harder data (all off by default)')
     hard_opts = ' '.join(f'--{k.replace("_", "-")} {v}' for k, v in HARD.items())
     hard.add_argument('--hard', action='store_true',
                       help=f'the hard classification set: {hard_opts} (options given explicitly win)')
-    hard.add_argument('--num-classes', type=int, default=len(CLASSES),
+    hard.add_argument('--num-classes', type=int_range(1, len(ALL_CLASSES)), default=len(CLASSES),
                       help=f'number of shape classes, the first N of {ALL_CLASSES} (default: {len(CLASSES)})')
-    hard.add_argument('--alpha-min', type=float, default=1.0,
+    hard.add_argument('--alpha-min', type=unit_float, default=1.0,
                       help='objects are blended into the background with an opacity drawn from [alpha-min, 1]: '
                       'faint, low-contrast objects (default: 1, opaque)')
-    hard.add_argument('--noise-std', type=float, default=0.0,
+    hard.add_argument('--noise-std', type=non_negative_float, default=0.0,
                       help='Gaussian pixel noise over the finished image, std drawn from [0.5, 1] x this '
                       '(default: 0)')
-    hard.add_argument('--clutter', type=int, default=0,
+    hard.add_argument('--clutter', type=non_negative_int, default=0,
                       help='up to this many distracting strokes and arcs drawn over the objects (default: 0)')
-    hard.add_argument('--occlusion', type=float, default=0.0,
+    hard.add_argument('--occlusion', type=unit_float, default=0.0,
                       help='probability that an object gets a random block covering part of it (default: 0)')
-    hard.add_argument('--blur', type=float, default=0.0,
+    hard.add_argument('--blur', type=non_negative_float, default=0.0,
                       help='Gaussian blur of the finished image, radius drawn from [0, blur] (default: 0)')
-    hard.add_argument('--crop-jitter', type=float, default=0.0,
-                      help='classification crops are shifted and rescaled by up to this fraction of the object '
-                      'size, so the object is off-centre or cut (default: 0)')
+    hard.add_argument('--crop-jitter', type=unit_float, default=0.0,
+                      help='classification crops are shifted and rescaled by up to this fraction (at most 1) of '
+                      'the object size, so the object is off-centre or cut (default: 0)')
     args, _ = parser.parse_known_args(argv)
     if args.hard:
         parser.set_defaults(**HARD)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    # relations between options, each reported under the option a user would change
+    if args.max_objects < args.min_objects:
+        parser.error(f'argument --max-objects: {args.max_objects} is below --min-objects {args.min_objects}')
+    if args.max_size < args.min_size:
+        parser.error(f'argument --max-size: {args.max_size} is below --min-size {args.min_size}')
+    if args.max_size > args.img_size:
+        parser.error(f'argument --max-size: {args.max_size} does not fit in --img-size {args.img_size}')
+    if osp.exists(args.out) and not osp.isdir(args.out):
+        parser.error(f'argument --out: {args.out} is a file, not a directory')
+    return args
 
 
 def _iou(a: Sequence[float], b: Sequence[float]) -> float:
@@ -231,9 +254,9 @@ def _degrade(img: Image.Image, rng: np.random.Generator, args: argparse.Namespac
     return img
 
 
-def write_split(args: argparse.Namespace, split: str, num: int, stream: int) -> Dict:
-    """Write one split's images (and crops); returns its COCO dict."""
-    img_dir = osp.join(args.out, 'images', split)
+def write_split(args: argparse.Namespace, root: str, split: str, num: int, stream: int) -> Dict:
+    """Write one split's images (and crops) under ``root``; returns its COCO dict."""
+    img_dir = osp.join(root, 'images', split)
     os.makedirs(img_dir, exist_ok=True)
     classes = ALL_CLASSES[:args.num_classes]
     coco = dict(images=[], annotations=[], categories=[dict(id=i, name=c) for i, c in enumerate(classes)])
@@ -252,7 +275,7 @@ def write_split(args: argparse.Namespace, split: str, num: int, stream: int) -> 
                      bbox=[round(x1, 2), round(y1, 2), round(w, 2), round(h, 2)], area=round(w * h, 2), iscrowd=0))
             ann_id += 1
             if not args.no_crops:
-                crop_dir = osp.join(args.out, 'cls', split, classes[obj['category_id']])
+                crop_dir = osp.join(root, 'cls', split, classes[obj['category_id']])
                 os.makedirs(crop_dir, exist_ok=True)
                 pad = 0.15 * max(w, h)
                 if args.crop_jitter > 0:  # shift and rescale the crop box: the object off-centre or cut
@@ -260,35 +283,53 @@ def write_split(args: argparse.Namespace, split: str, num: int, stream: int) -> 
                     dx, dy = rng.uniform(-j, j, 2)
                     pad += rng.uniform(-j, j) / 2
                     x1, x2, y1, y2 = x1 + dx, x2 + dx, y1 + dy, y2 + dy
-                crop = img.crop((int(x1 - pad), int(y1 - pad), int(math.ceil(x2 + pad)), int(math.ceil(y2 + pad))))
+                left, top = int(x1 - pad), int(y1 - pad)  # a large jitter may turn a thin box inside out:
+                right = max(int(math.ceil(x2 + pad)), left + 1)  # keep one pixel
+                bottom = max(int(math.ceil(y2 + pad)), top + 1)
+                crop = img.crop((left, top, right, bottom))
                 crop.resize((args.crop_size, args.crop_size), Image.BILINEAR).save(
                     osp.join(crop_dir, f'{idx:06d}_{k}.png'))
     return coco
 
 
+def _swap_in(new_root: str, out: str) -> None:
+    """Move the complete set in ``new_root`` to ``out``, replacing the old set's folders only now."""
+    os.makedirs(out, exist_ok=True)
+    old_root = tempfile.mkdtemp(prefix=f'.{osp.basename(osp.abspath(out))}.old-', dir=osp.dirname(osp.abspath(out)))
+    for d in OUTPUT_DIRS:
+        if osp.exists(osp.join(out, d)):
+            os.replace(osp.join(out, d), osp.join(old_root, d))
+        if osp.exists(osp.join(new_root, d)):
+            os.replace(osp.join(new_root, d), osp.join(out, d))
+    shutil.rmtree(old_root)
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
-    if args.min_objects > args.max_objects or args.min_size > args.max_size or args.max_size > args.img_size:
-        raise SystemExit('need min-objects <= max-objects and min-size <= max-size <= img-size')
-    if not 1 <= args.num_classes <= len(ALL_CLASSES):
-        raise SystemExit(f'--num-classes must be in 1..{len(ALL_CLASSES)}')
-    if not 0 <= args.alpha_min <= 1 or not 0 <= args.occlusion <= 1:
-        raise SystemExit('--alpha-min and --occlusion must be in [0, 1]')
     # a new set written over an old one would leave the old crops and images the datasets still load
     old = [d for d in OUTPUT_DIRS if osp.exists(osp.join(args.out, d))]
     if old and not args.force:
         raise SystemExit(f'{args.out} already holds a generated set ({", ".join(d + "/" for d in old)}): pass '
                          '--force to replace it, or choose another --out')
-    for d in old:
-        shutil.rmtree(osp.join(args.out, d))
-    ann_dir = osp.join(args.out, 'annotations')
-    os.makedirs(ann_dir, exist_ok=True)
-    # the splits draw from disjoint streams, so changing --num-train leaves the val split unchanged
-    for split, num, stream in (('train', args.num_train, 0), ('val', args.num_val, 1)):
-        coco = write_split(args, split, num, stream)
-        with open(osp.join(ann_dir, f'instances_{split}.json'), 'w') as f:
-            json.dump(coco, f)
-        print(f'{split}: {len(coco["images"])} images, {len(coco["annotations"])} objects')
+    # written into a sibling folder and moved into place once complete: an error or Ctrl-C part way
+    # leaves the old set (or nothing) in --out, never half a set
+    parent = osp.dirname(osp.abspath(args.out))
+    os.makedirs(parent, exist_ok=True)
+    root = tempfile.mkdtemp(prefix=f'.{osp.basename(osp.abspath(args.out))}.partial-', dir=parent)
+    try:
+        ann_dir = osp.join(root, 'annotations')
+        os.makedirs(ann_dir)
+        counts = []
+        # the splits draw from disjoint streams, so changing --num-train leaves the val split unchanged
+        for split, num, stream in (('train', args.num_train, 0), ('val', args.num_val, 1)):
+            coco = write_split(args, root, split, num, stream)
+            with open(osp.join(ann_dir, f'instances_{split}.json'), 'w') as f:
+                json.dump(coco, f)
+            counts.append(f'{split}: {len(coco["images"])} images, {len(coco["annotations"])} objects')
+        _swap_in(root, args.out)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    print('\n'.join(counts))
     print(f'written to {args.out}')
 
 
