@@ -16,12 +16,13 @@ from pddr_mm.deployment.checkpoint import build_model
 from pddr_mm.deployment.inputs import make_inputs
 from pddr_mm.deployment.models import TensorMode, pd_layers, set_forward_path
 from pddr_mm.ops import is_deployed, switch_to_deploy
+from pddr_mm.utils.args import ImageShape, positive_int
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config', help='config file')
-    parser.add_argument('--shape', type=int, nargs='+', metavar='SIZE',
+    parser.add_argument('--shape', type=positive_int, nargs='+', action=ImageShape, metavar='SIZE',
                         help='input size: H W, or one number for a square (default 800x1333 for detectors, '
                         '224x224 for classifiers)')
     parser.add_argument('--deploy', action='store_true', help='count the fused (deployed) model')
@@ -40,14 +41,7 @@ def main(argv=None):
         switch_to_deploy(model)
     else:
         set_forward_path(model, 'branches')  # in eval mode 'auto' would run (and count) the fused kernels
-    if args.shape is None:
-        shape = default_shape(model)
-    elif len(args.shape) == 1:
-        shape = (args.shape[0], args.shape[0])
-    elif len(args.shape) == 2:
-        shape = tuple(args.shape)
-    else:
-        raise ValueError('--shape takes H W or one size')
+    shape = args.shape or default_shape(model)
     data = make_inputs(model, 1, shape)
     with torch.no_grad():
         info = get_model_complexity_info(TensorMode(model, data['data_samples']), inputs=(data['inputs'], ),

@@ -19,6 +19,7 @@ from pddr_mm.deployment.benchmark import default_shape
 from pddr_mm.deployment.checkpoint import load_model
 from pddr_mm.deployment.inputs import make_inputs
 from pddr_mm.deployment.onnx import DEFAULT_OPSET, check_batch_sizes, export_onnx, ort_session, reference_model
+from pddr_mm.utils.args import ImageShape, int_at_least, non_negative_float, positive_int
 
 
 def parse_args(argv=None):
@@ -26,17 +27,17 @@ def parse_args(argv=None):
     parser.add_argument('config', help='training config, or the deploy config written by reparameterize.py')
     parser.add_argument('checkpoint', help='training checkpoint, or the deploy checkpoint of the deploy config')
     parser.add_argument('--output-file', default='tmp.onnx', help='where to write the ONNX file')
-    parser.add_argument('--shape', type=int, nargs='+', metavar='SIZE',
+    parser.add_argument('--shape', type=positive_int, nargs='+', action=ImageShape, metavar='SIZE',
                         help='input size: H W, or one number for both (default 800x1333 for detectors, '
                         '224x224 for classifiers)')
-    parser.add_argument('--batch-size', type=int, default=1,
+    parser.add_argument('--batch-size', type=positive_int, default=1,
                         help='batch of the traced input (the only batch a static export takes)')
     parser.add_argument('--dynamic-export', action='store_true', help='dynamic batch, height and width')
-    parser.add_argument('--opset', '--opset-version', dest='opset', type=int, default=DEFAULT_OPSET,
-                        help='ONNX opset (11 or later)')
+    parser.add_argument('--opset', '--opset-version', dest='opset', type=int_at_least(11),
+                        default=DEFAULT_OPSET, help='ONNX opset (11 or later)')
     parser.add_argument('--verify', action='store_true',
                         help='run the file in ONNX Runtime against the unfused PyTorch model')
-    parser.add_argument('--tolerance', type=float, default=1e-4,
+    parser.add_argument('--tolerance', type=non_negative_float, default=1e-4,
                         help='with --verify: largest allowed relative error')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override settings of the config')
     return parser.parse_args(argv)
@@ -47,11 +48,9 @@ def main(argv=None):
     cfg = Config.fromfile(args.config)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
-    if args.shape is not None and len(args.shape) not in (1, 2):
-        raise ValueError(f'--shape takes H W or one size, got {args.shape}')
     model = load_model(cfg, args.checkpoint)
-    shape = default_shape(model) if args.shape is None else (args.shape * 2)[:2]
-    data = make_inputs(model, args.batch_size, tuple(shape))
+    shape = args.shape or default_shape(model)
+    data = make_inputs(model, args.batch_size, shape)
     info = export_onnx(model, data['inputs'], args.output_file, args.opset, args.dynamic_export,
                        data['data_samples'])
     axes = 'dynamic batch, height and width' if info['dynamic'] else f"static input shape {info['input_shape']}"
