@@ -6,14 +6,9 @@ import argparse
 from typing import Callable, Optional
 
 
-def _number(kind: type, low: Optional[float], high: Optional[float], low_open: bool = False) -> Callable[[str], float]:
-    """A parser of ``kind`` (int or float) values in [low, high] (or (low, high] with ``low_open``)."""
-    if low is not None and high is not None:
-        span = f'in {"(" if low_open else "["}{low:g}, {high:g}]'
-    elif low is not None:
-        span = f'{">" if low_open else ">="} {low:g}'
-    else:
-        span = f'<= {high:g}'
+def _number(kind: type, low: float, high: Optional[float] = None) -> Callable[[str], float]:
+    """A parser of ``kind`` (int or float) values in [low, high] (no upper bound if ``high`` is None)."""
+    span = f'>= {low:g}' if high is None else f'in [{low:g}, {high:g}]'
     noun = 'an integer' if kind is int else 'a number'
 
     def parse(text: str) -> float:
@@ -21,35 +16,27 @@ def _number(kind: type, low: Optional[float], high: Optional[float], low_open: b
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f'expected {noun} {span}, got {text!r}') from None
-        if value != value or (low is not None and (value <= low if low_open else value < low)) or \
-                (high is not None and value > high):  # value != value: NaN
+        if value != value or value < low or (high is not None and value > high):  # value != value: NaN
             raise argparse.ArgumentTypeError(f'expected {noun} {span}, got {text}')
         return value
 
-    parse.__name__ = f'{kind.__name__} {span}'  # what argparse names in "invalid ... value"
     return parse
 
 
-positive_int = _number(int, 1, None)
-non_negative_int = _number(int, 0, None)
-non_negative_float = _number(float, 0, None)
-positive_float = _number(float, 0, None, low_open=True)
+positive_int = _number(int, 1)
+non_negative_int = _number(int, 0)
+non_negative_float = _number(float, 0)
 unit_float = _number(float, 0, 1)  # a probability or a fraction
 
 
 def int_at_least(low: int) -> Callable[[str], int]:
     """Integers >= low (an ONNX opset >= 11)."""
-    return _number(int, low, None)
+    return _number(int, low)
 
 
 def int_range(low: int, high: int) -> Callable[[str], int]:
     """Integers in [low, high]."""
     return _number(int, low, high)
-
-
-def float_range(low: float, high: float) -> Callable[[str], float]:
-    """Numbers in [low, high]."""
-    return _number(float, low, high)
 
 
 class ImageShape(argparse.Action):
