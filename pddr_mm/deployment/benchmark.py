@@ -193,22 +193,6 @@ def benchmark_inference(models: Dict[str, nn.Module], batch_size: int, shape: Tu
     return out
 
 
-class SavedTensorBytes:
-    """Bytes of the distinct tensors autograd saves for backward during a forward (activation memory)."""
-
-    def __init__(self) -> None:
-        self.storages: Dict[int, int] = {}
-
-    def pack(self, t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()
-        self.storages[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    @property
-    def total(self) -> int:
-        return sum(self.storages.values())
-
-
 def set_bn_state(model: nn.Module, frozen: bool) -> None:
     """Every BN in eval mode (``norm_eval=True`` style: PDConv2d trains through one fused convolution) or
     in training mode (PDConv2d trains branch by branch), whatever the config's ``norm_eval`` says."""
@@ -252,11 +236,9 @@ def benchmark_training(cfg: Config, checkpoint: Optional[str], batch_size: int, 
 
         fns = {name: step(name) for name in models}
         times = round_robin(fns, repeat, warmup, device)
-        for name, model in models.items():
-            key = f'{bn_state}/{name}'
-            results[key] = summarize(times[name], batch_size)
-            results[key]['params'] = count_params(model)
-            results[key].update(_step_memory(fns[name], device))
+        results.update({f'{bn_state}/{name}': dict(summarize(times[name], batch_size), params=count_params(model),
+                                                   **_step_memory(fns[name], device))
+                        for name, model in models.items()})
     return results
 
 
@@ -269,10 +251,15 @@ def _step_memory(fn: Callable[[], None], device: torch.device) -> Dict:
         _sync(device)
         return dict(memory_mb=(torch.cuda.max_memory_allocated(device) - before) / 2**20,
                     memory_kind='CUDA peak allocated during a step')
-    saved = SavedTensorBytes()
-    with torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t):
+    storages = {}  # the distinct storages autograd saves for backward: the activation memory
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         fn()
-    return dict(memory_mb=saved.total / 2**20, memory_kind='autograd saved tensors per step (CPU)')
+    return dict(memory_mb=sum(storages.values()) / 2**20, memory_kind='autograd saved tensors per step (CPU)')
 
 
 INFER_HEADER = ('model', 'median ms', 'p10-p90 ms', 'images/s', 'params', 'FLOPs')
@@ -378,7 +365,8 @@ def benchmark_onnxruntime(cfg: Config, checkpoint: Optional[str] = None, batch_s
                           opset: Optional[int] = None, threads: Optional[int] = None) -> Dict:
     """The fused PD model and the plain baseline in ONNX Runtime (CPU), exported the same way (dynamic batch,
     one opset) and timed interleaved, on one preprocessed batch, with ``threads`` intra-op threads (default:
-    as torch); params and FLOPs are the PyTorch models'."""
+    as torch); params and FLOPs are those of the PyTorch models in deployed form (BN folded, as the runtime
+    folds it)."""
     import onnxruntime
 
     from .onnx import DEFAULT_OPSET, export_onnx, ort_session, run_onnx
@@ -395,8 +383,7 @@ def benchmark_onnxruntime(cfg: Config, checkpoint: Optional[str] = None, batch_s
             sessions[name] = ort_session(exports[name]['output_file'], threads)
     fns = {name: (lambda s=s: run_onnx(s, inputs)) for name, s in sessions.items()}
     times = round_robin(fns, repeat, warmup, torch.device('cpu'))
-    same = same_architecture(deployed_form(models['fused'])[0], deployed_form(models['baseline'])[0])
-    models['fused'] = fused_copy(models['fused'])[0]
+    models = {name: deployed_form(model)[0] for name, model in models.items()}  # as the runtime folds them
     inference = {name: dict(summarize(times[name], batch_size), params=count_params(model),
                             conv_nodes=exports[name]['conv_nodes'], loops=exports[name]['loops'],
                             **_flops(model, inputs, samples)) for name, model in models.items()}
@@ -404,7 +391,8 @@ def benchmark_onnxruntime(cfg: Config, checkpoint: Optional[str] = None, batch_s
     spread = {'fused/baseline': ratio_spread(times['fused'], times['baseline'])}
     return dict(backend='onnxruntime', device=f'CPU, ONNX Runtime {onnxruntime.__version__}, {threads} intra-op '
                 'threads', threads=threads, batch_size=batch_size, shape=list(shape), repeat=repeat, warmup=warmup,
-                opset=opset, fused_layers=exports['fused']['fused_layers'], same_network=same, inference=inference,
+                opset=opset, fused_layers=exports['fused']['fused_layers'],
+                same_network=same_architecture(models['fused'], models['baseline']), inference=inference,
                 ratios={k: s['ratio'] for k, s in spread.items()}, ratio_spread=spread,
                 warnings=noise_warnings(repeat, spread))
 
