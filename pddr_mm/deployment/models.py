@@ -8,7 +8,7 @@ from mmengine.model import is_model_wrapper
 from torch import Tensor
 
 from pddr_mm.ops import PDConv2d, switch_to_deploy
-from pddr_mm.utils import max_rel_error
+from pddr_mm.utils import flatten_tensors, max_rel_error
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -75,17 +75,6 @@ def count_flops(model: nn.Module, inputs: Tensor, data_samples: Optional[list] =
     analyzer = FlopAnalyzer(TensorMode(model, data_samples).eval(), (inputs, ))
     analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
     return int(analyzer.total())
-
-
-def flatten_tensors(out: Any) -> List[Tensor]:
-    """Every tensor of a nested network output (tensor mode returns tensors, tuples, lists or dicts)."""
-    if isinstance(out, Tensor):
-        return [out]
-    if isinstance(out, dict):
-        return [t for v in out.values() for t in flatten_tensors(v)]
-    if isinstance(out, (list, tuple)):
-        return [t for v in out for t in flatten_tensors(v)]
-    return []
 
 
 def compare_outputs(actual: Any, expected: Any) -> float:

@@ -20,8 +20,9 @@ from torch import Tensor
 from pddr_mm.ops import MixedConv2d, fuse_pd_conv_bn, is_deployed
 from pddr_mm.ops.onnx_export import dynamic_batch_export
 
-from .models import (TensorMode, compare_outputs, flatten_tensors, fused_copy, pd_layers, unfused_reference,
-                     unwrap)
+from pddr_mm.utils import flatten_tensors
+
+from .models import TensorMode, compare_outputs, fused_copy, pd_layers, unfused_reference, unwrap
 
 INPUT_NAME = 'input'
 DEFAULT_OPSET = 17
