@@ -15,7 +15,7 @@ from mmengine.runner.checkpoint import load_state_dict
 
 from pddr_mm.ops import switch_to_deploy
 
-from .configs import count_pddr_cfgs, is_deploy_cfg, to_deploy_config, to_plain_config
+from .configs import is_deploy_cfg, to_deploy_config, to_plain_config
 from .inputs import make_inputs
 from .models import compare_outputs, tensor_forward, unfused_reference
 from .plain import pd_b_layers, plain_state_dict
@@ -137,9 +137,7 @@ def convert_checkpoint(cfg: Config,
         raise ConversionError(f'{cfg.filename or "the config"} is already a deploy (fused) config: there is nothing '
                               f'to fuse. Test the deploy checkpoint with it: python tools/test.py {cfg.filename} '
                               'CHECKPOINT')
-    if count_pddr_cfgs(cfg.model) == 0:
-        raise ConversionError(f'{cfg.filename or "the config"} holds no PDDR module (no pddr_mm type such as '
-                              'PDResNet or PDDRBackbone, no PDConv2d conv_cfg): there is nothing to fuse')
+    deploy_cfg = to_deploy_config(cfg)  # before reading the checkpoint: a config with no PDDR module raises
     ckpt = read_checkpoint(checkpoint)
     if is_fused_checkpoint(ckpt):
         raise ConversionError(_already_fused(cfg, checkpoint))
@@ -151,7 +149,6 @@ def convert_checkpoint(cfg: Config,
     if num == 0:
         raise ConversionError(f'{checkpoint}: the model of this config holds no trainable PDDR layer to fuse')
 
-    deploy_cfg = to_deploy_config(cfg)
     deployed = build_model(deploy_cfg).eval()
     deployed.load_state_dict(model.state_dict(), strict=True)
     data = make_inputs(deployed, 2, check_shape)

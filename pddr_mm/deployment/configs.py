@@ -5,10 +5,9 @@ PDDR module is a dict whose type is one of pddr_mm's own modules (``PDResNet``, 
 or a ``PDConv2d`` (usually a ``conv_cfg``). Types of other packages are never touched, whatever their name.
 """
 import copy
-import inspect
 from typing import Any, Callable, Dict, FrozenSet, Optional
 
-from mmengine.config import Config, ConfigDict
+from mmengine.config import Config
 from mmengine.registry import HOOKS, MODELS, Registry
 
 from pddr_mm.ops import PD_ARGS
@@ -92,18 +91,20 @@ def _drop_pretrained(init_cfg: Any) -> Any:
     return None if pretrained(init_cfg) else init_cfg
 
 
-def count_pddr_cfgs(cfg: Dict) -> int:
-    """How many PDDR module / PDConv2d dicts the config holds (0: nothing to deploy)."""
+def _pddr_dicts(cfg: Dict) -> list:
     found = []
     _walk(cfg, lambda d: found.append(d) if _is_pddr(d) else d)
-    return len(found)
+    return found
+
+
+def count_pddr_cfgs(cfg: Dict) -> int:
+    """How many PDDR module / PDConv2d dicts the config holds (0: nothing to deploy)."""
+    return len(_pddr_dicts(cfg))
 
 
 def is_deploy_cfg(model_cfg: Dict) -> bool:
     """True if some PDDR module of the model config is already built in deploy (fused) form."""
-    found = []
-    _walk(model_cfg, lambda d: found.append(d) if _is_pddr(d) and d.get('deploy') else d)
-    return bool(found)
+    return any(d.get('deploy') for d in _pddr_dicts(model_cfg))
 
 
 def _set_on_pddr(model_cfg: Dict, key: str, value: Any, drop_pretrained: bool = False) -> Dict:
@@ -166,8 +167,8 @@ def to_deploy_config(cfg: Config) -> Config:
     """A copy of the whole config whose model builds in deploy (fused) form; ``load_from``/``resume`` cleared."""
     cfg = copy.deepcopy(cfg)
     if count_pddr_cfgs(cfg.model) == 0:
-        raise ValueError('the config holds no PDDR module (no pddr_mm type such as PDResNet or PDDRBackbone, '
-                         'no PDConv2d conv_cfg): there is nothing to deploy')
+        raise ValueError(f'{cfg.filename or "the config"} holds no PDDR module (no pddr_mm type such as PDResNet '
+                         'or PDDRBackbone, no PDConv2d conv_cfg): there is nothing to deploy')
     cfg.model = deploy_model_cfg(cfg.model)
     cfg.load_from = None
     cfg.resume = False

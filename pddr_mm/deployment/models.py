@@ -95,8 +95,3 @@ def tensor_forward(model: nn.Module, data: Dict) -> Any:
     """The network output (``mode='tensor'``) of an already preprocessed batch."""
     return unwrap(model)(data['inputs'], data.get('data_samples'), mode='tensor')
 
-
-def preprocess(model: nn.Module, data_batch: Any, training: bool = False) -> Dict:
-    """Run the model's data preprocessor on a raw batch (as ``test_step`` does)."""
-    return unwrap(model).data_preprocessor(data_batch, training)
-

@@ -22,7 +22,7 @@ from pddr_mm.ops.onnx_export import dynamic_batch_export
 
 from pddr_mm.utils import flatten_tensors
 
-from .models import TensorMode, compare_outputs, fused_copy, pd_layers, unfused_reference, unwrap
+from .models import TensorMode, compare_outputs, fused_copy, unfused_reference, unwrap
 
 INPUT_NAME = 'input'
 DEFAULT_OPSET = 17
@@ -128,7 +128,7 @@ def run_onnx(session, inputs: Tensor) -> List[np.ndarray]:
 def reference_model(model: nn.Module) -> nn.Module:
     """What an export is checked against: the unfused model computing branch by branch, or, for a model
     loaded from a deploy checkpoint (no branches left), the fused PyTorch model itself."""
-    if pd_layers(model) and is_deployed(model):
+    if is_deployed(model):
         return unwrap(model).eval()
     return unfused_reference(model)
 

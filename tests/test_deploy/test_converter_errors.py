@@ -99,3 +99,17 @@ def test_plain_to_pd_unreadable_checkpoint(tmp_path):
     (tmp_path / 'empty.pth').write_bytes(b'')
     message = exit_message(plain_to_pd.main, [str(tmp_path / 'empty.pth'), str(tmp_path / 'pd.pth')])
     assert 'empty.pth is empty (0 bytes)' in message
+
+
+def test_config_without_pddr_or_checkpoint_of_another_model(cls_files):
+    from pddr_mm.deployment import to_plain_config
+    tmp, cfg_path, ckpt = cls_files
+    plain_cfg = to_plain_config(Config.fromfile(cfg_path))
+    plain_path = str(tmp / 'plain_cls.py')
+    plain_cfg.dump(plain_path)
+    message = exit_message(reparameterize.main, [plain_path, ckpt])
+    assert f'{plain_path} holds no PDDR module' in message and 'nothing to deploy' in message
+    plain_ckpt = str(tmp / 'plain.pth')
+    torch.save(dict(state_dict=build_model(plain_cfg).state_dict()), plain_ckpt)
+    message = exit_message(reparameterize.main, [cfg_path, plain_ckpt])
+    assert f'checkpoint {plain_ckpt} does not fit the model of {cfg_path}' in message

@@ -18,7 +18,8 @@ from random_bn import randomize_bn
 
 reparameterize = load_tool('model_converters/reparameterize')
 
-HEAD = dict(num_classes=2, in_channels=16, feat_channels=16, stacked_convs=1, anchor_generator=dict(strides=[8, 16, 32]))
+HEAD = dict(num_classes=2, in_channels=16, feat_channels=16, stacked_convs=1,
+            anchor_generator=dict(strides=[8, 16, 32]))
 NECK = dict(in_channels=[16, 32, 64], out_channels=16, start_level=0, num_outs=3, add_extra_convs=False)
 RESNET = dict(depth=18, base_channels=8, stem_channels=8, out_indices=(1, 2, 3), init_cfg=None)
 PD = dict(mode='A', branch_groups=4)
