@@ -109,6 +109,15 @@ def _already_fused(cfg: Config, checkpoint: str) -> str:
             f'fuse. Test it with its deploy config: python tools/test.py {deploy_cfg} {checkpoint}')
 
 
+def _python(obj: Any) -> Any:
+    """``obj`` with numpy values as Python ones, so stock mmengine loads the file with torch's safe loader."""
+    if isinstance(obj, dict):
+        return {k: _python(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_python(v) for v in obj)
+    return obj.tolist() if hasattr(obj, 'tolist') and type(obj).__module__ == 'numpy' else obj
+
+
 def _save(out_dir: str, cfg_path: str, ckpt_path: str, cfg: Config, model: nn.Module, meta: Dict) -> None:
     os.makedirs(out_dir, exist_ok=True)
     cfg.dump(cfg_path)
@@ -159,7 +168,7 @@ def convert_checkpoint(cfg: Config,
     cfg_name = osp.splitext(osp.basename(cfg.filename or 'config.py'))[0]
     ckpt_name = osp.splitext(osp.basename(checkpoint))[0]
     cfg_path, ckpt_path = (osp.join(out_dir, f'{cfg_name}_deploy.py'), osp.join(out_dir, f'{ckpt_name}_deploy.pth'))
-    meta = dict(ckpt.get('meta', {}) or {})
+    meta = _python(dict(ckpt.get('meta', {}) or {}))
     source = dict(source_checkpoint=osp.abspath(checkpoint), fused_layers=num, check_error=err)
     _save(out_dir, cfg_path, ckpt_path, deploy_cfg, deployed, dict(meta, pddr_deploy=source))
     info = dict(fused_layers=num, check_error=err)

@@ -5,7 +5,7 @@ PDDR module is a dict whose type is one of pddr_mm's own modules (``PDResNet``, 
 or a ``PDConv2d`` (usually a ``conv_cfg``). Types of other packages are never touched, whatever their name.
 """
 import copy
-from typing import Any, Callable, Dict, FrozenSet, Optional
+from typing import Any, Callable, Dict, Iterator, Optional
 
 from mmengine.config import Config
 from mmengine.registry import HOOKS, MODELS, Registry
@@ -18,9 +18,7 @@ PACKAGE = 'pddr_mm'
 
 def _type_name(type_: Any) -> Optional[str]:
     """The bare registered name of a config ``type`` (scope prefix dropped), or None."""
-    if isinstance(type_, str):
-        return type_.split('.')[-1]
-    return getattr(type_, '__name__', None) if callable(type_) else None
+    return type_.split('.')[-1] if isinstance(type_, str) else getattr(type_, '__name__', None)
 
 
 def _lookup(type_: Any, registry: Registry = MODELS) -> Optional[Callable]:
@@ -37,27 +35,21 @@ def _is_ours(obj: Any) -> bool:
     return (getattr(obj, '__module__', None) or '').startswith(PACKAGE + '.')
 
 
-def _our_names(registry: Registry) -> FrozenSet[str]:
-    """The names pddr_mm registered in ``registry`` or its scopes (for types whose lookup fails)."""
-    names = set()
-    for reg in (registry, *registry._children.values()):
-        names.update(name for name, obj in reg.module_dict.items() if _is_ours(obj))
-    return frozenset(names)
-
-
 def _is_ours_cfg(cfg: Any, registry: Registry = MODELS) -> bool:
-    """True for a config dict whose type is defined in the pddr_mm package (class or builder function)."""
+    """True for a config dict whose type is defined in the pddr_mm package (class or builder function);
+    a type the registry cannot resolve counts if pddr_mm registered that name in it or one of its scopes."""
     if not isinstance(cfg, dict) or 'type' not in cfg:
         return False
     obj = _lookup(cfg['type'], registry)
     if obj is not None:
         return _is_ours(obj)
-    return _type_name(cfg['type']) in _our_names(registry)
+    name = _type_name(cfg['type'])
+    return any(_is_ours(reg.module_dict.get(name)) for reg in (registry, *registry.children.values()))
 
 
 def is_pd_conv_cfg(cfg: Any) -> bool:
     """True for a config dict that builds a PDConv2d."""
-    return isinstance(cfg, dict) and _type_name(cfg.get('type')) == PD_CONV and _is_ours_cfg(cfg)
+    return _is_ours_cfg(cfg) and _type_name(cfg['type']) == PD_CONV
 
 
 def is_pddr_module_cfg(cfg: Any) -> bool:
@@ -65,11 +57,7 @@ def is_pddr_module_cfg(cfg: Any) -> bool:
 
     Decided by where the type is defined (the pddr_mm package), so a third-party ``PDHead`` is left alone.
     """
-    return _is_ours_cfg(cfg) and not is_pd_conv_cfg(cfg)
-
-
-def _is_pddr(cfg: Any) -> bool:
-    return is_pd_conv_cfg(cfg) or is_pddr_module_cfg(cfg)
+    return _is_ours_cfg(cfg) and _type_name(cfg['type']) != PD_CONV
 
 
 def _walk(node: Any, fn: Callable[[Dict], Any]) -> Any:
@@ -91,15 +79,19 @@ def _drop_pretrained(init_cfg: Any) -> Any:
     return None if pretrained(init_cfg) else init_cfg
 
 
-def _pddr_dicts(cfg: Dict) -> list:
-    found = []
-    _walk(cfg, lambda d: found.append(d) if _is_pddr(d) else d)
-    return found
+def _pddr_dicts(node: Any) -> Iterator[Dict]:
+    """Every PDDR module / PDConv2d dict inside ``node``."""
+    if isinstance(node, dict):
+        yield from (d for v in node.values() for d in _pddr_dicts(v))
+        if _is_ours_cfg(node):
+            yield node
+    elif isinstance(node, (list, tuple)):
+        yield from (d for v in node for d in _pddr_dicts(v))
 
 
 def count_pddr_cfgs(cfg: Dict) -> int:
     """How many PDDR module / PDConv2d dicts the config holds (0: nothing to deploy)."""
-    return len(_pddr_dicts(cfg))
+    return sum(1 for _ in _pddr_dicts(cfg))
 
 
 def is_deploy_cfg(model_cfg: Dict) -> bool:
@@ -109,7 +101,7 @@ def is_deploy_cfg(model_cfg: Dict) -> bool:
 
 def _set_on_pddr(model_cfg: Dict, key: str, value: Any, drop_pretrained: bool = False) -> Dict:
     def fn(d: Dict) -> Dict:
-        if _is_pddr(d):
+        if _is_ours_cfg(d):
             d[key] = value
         if drop_pretrained and 'init_cfg' in d:
             d['init_cfg'] = _drop_pretrained(d['init_cfg'])
@@ -150,14 +142,14 @@ def plain_model_cfg(model_cfg: Dict) -> Dict:
     """
 
     def fn(d: Dict) -> Dict:
-        if not _is_pddr(d):
+        if not _is_ours_cfg(d):
             return d
+        conv = is_pd_conv_cfg(d)
         plain_cfg = getattr(_lookup(d['type']), 'plain_cfg', None)
-        if is_pddr_module_cfg(d) and callable(plain_cfg):
+        if not conv and callable(plain_cfg):
             return plain_cfg(d)
-        drop = PD_ARGS + (('norm_cfg', ) if is_pd_conv_cfg(d) else ())
-        out = type(d)((k, v) for k, v in d.items() if k not in drop)
-        out['type'] = 'Conv2d' if is_pd_conv_cfg(d) else _plain_type(d)
+        out = type(d)((k, v) for k, v in d.items() if k not in PD_ARGS + (('norm_cfg', ) if conv else ()))
+        out['type'] = 'Conv2d' if conv else _plain_type(d)
         return out
 
     return _walk(copy.deepcopy(model_cfg), fn)

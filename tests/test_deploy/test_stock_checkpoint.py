@@ -6,6 +6,7 @@ output must match the fused PDDR model's. Random BN statistics, so a bias in the
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from deploy_fixtures import load_tool, write_config
@@ -79,7 +80,9 @@ def train_checkpoint(tmp_path, name: str, text: str) -> tuple:
     torch.manual_seed(0)
     model = randomize_bn(build_model(Config.fromfile(cfg_path)), 1)
     ckpt = str(tmp_path / f'{name}.pth')
-    torch.save(dict(meta=dict(epoch=2), state_dict=model.state_dict()), ckpt)
+    # a runner's meta may hold numpy values, which torch's safe loader refuses without pddr_mm's allow-list
+    meta = dict(epoch=2, seed=np.int64(5), dataset_meta=dict(classes=('a', 'b'), scale=np.ones(2)))
+    torch.save(dict(meta=meta, state_dict=model.state_dict()), ckpt)
     return cfg_path, ckpt
 
 
@@ -104,6 +107,8 @@ def test_pd_a_model_ships_as_stock_checkpoint(tmp_path, name, capsys):
                              str(tmp_path / 'out.pt')], cwd=str(tmp_path), capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     actual = torch.load(tmp_path / 'out.pt')
+    meta = torch.load(plain_ckpt, weights_only=True)['meta']
+    assert meta['seed'] == 5 and meta['dataset_meta']['scale'] == [1.0, 1.0] and meta['pddr_plain']['plain_error'] < 1e-5
     assert len(actual) == len(expected) == 6
     for a, e in zip(actual, expected):
         assert max_rel_error(a, e) <= 1e-5
