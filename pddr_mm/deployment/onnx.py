@@ -6,6 +6,7 @@ pre-softmax scores, a detector's raw head outputs (before box decoding and NMS).
 ``onnxruntime`` (``pip install -e .[deploy]``).
 """
 import contextlib
+import importlib
 import io
 import os
 import os.path as osp
@@ -28,20 +29,12 @@ INPUT_NAME = 'input'
 DEFAULT_OPSET = 17
 
 
-def _onnx():
+def _require(module: str):
+    """Import ``onnx`` / ``onnxruntime``, or say how to install them."""
     try:
-        import onnx
+        return importlib.import_module(module)
     except ImportError as e:
-        raise ImportError('ONNX export needs the onnx package: pip install -e .[deploy]') from e
-    return onnx
-
-
-def _ort():
-    try:
-        import onnxruntime
-    except ImportError as e:
-        raise ImportError('running ONNX files needs onnxruntime: pip install -e .[deploy]') from e
-    return onnxruntime
+        raise ImportError(f'ONNX export and checks need the {module} package: pip install -e .[deploy]') from e
 
 
 class TensorOutputs(TensorMode):
@@ -61,7 +54,7 @@ def export_onnx(model: nn.Module, inputs: Tensor, output_file: str, opset: int =
     runtime rejects any other input shape. Returns what was written: file, output names, fused layers,
     Loops, and the Conv nodes one forward runs through (``onnx_graph.count_ops``).
     """
-    onnx = _onnx()
+    onnx = _require('onnx')
     from .onnx_graph import count_ops, expand_per_sample_convs
     if opset < 11:
         raise ValueError(f'opset {opset} is too old: PDDR exports need opset 11 or later')
@@ -107,7 +100,7 @@ def export_onnx(model: nn.Module, inputs: Tensor, output_file: str, opset: int =
 
 def ort_session(onnx_file: Union[str, bytes], num_threads: Optional[int] = None):
     """An ONNX Runtime CPU session: all graph optimisations, ``num_threads`` intra-op threads (default: as torch)."""
-    ort = _ort()
+    ort = _require('onnxruntime')
     options = ort.SessionOptions()
     options.intra_op_num_threads = num_threads or torch.get_num_threads()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
