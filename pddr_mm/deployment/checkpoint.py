@@ -18,7 +18,7 @@ from pddr_mm.ops import switch_to_deploy
 from .configs import is_deploy_cfg, to_deploy_config, to_plain_config
 from .inputs import make_inputs
 from .models import compare_outputs, tensor_forward, unfused_reference
-from .plain import pd_b_layers, plain_state_dict
+from .plain import PlainMappingError, pd_b_layers, plain_state_dict
 
 
 class ConversionError(RuntimeError):
@@ -180,7 +180,11 @@ def convert_checkpoint(cfg: Config,
             return cfg_path, ckpt_path, info
         plain_cfg = to_plain_config(deploy_cfg)
         plain_model = build_model(plain_cfg).eval()
-        plain_model.load_state_dict(plain_state_dict(deployed, plain_model), strict=True)
+        try:
+            plain_model.load_state_dict(plain_state_dict(deployed, plain_model), strict=True)
+        except (PlainMappingError, RuntimeError) as e:  # the deploy files stand; say why there is no plain pair
+            info['plain_skipped'] = f'the plain model of this config cannot take the fused weights: {e}'
+            return cfg_path, ckpt_path, info
         info['plain_error'] = _check(tensor_forward(plain_model, data), fused_out, tolerance,
                                      'the plain model disagrees with the fused one')
         info['plain_config'] = osp.join(out_dir, f'{cfg_name}_plain.py')

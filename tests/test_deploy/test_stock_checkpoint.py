@@ -10,7 +10,10 @@ import numpy as np
 import pytest
 import torch
 from deploy_fixtures import load_tool, write_config
+from mmcv.cnn import ConvModule
 from mmengine.config import Config
+from mmengine.model import BaseModule
+from mmengine.registry import MODELS
 
 from pddr_mm.deployment.checkpoint import build_model
 from pddr_mm.deployment.models import tensor_forward
@@ -39,7 +42,7 @@ model = dict(
 '''
 
 
-MODELS = {
+DETECTORS = {
     # PDDRBackbone over ResNet (its BNs become nn.Identity), PDFPN (plain fpn_convs have a bias),
     # a PDConv2d conv_cfg in RetinaHead's ConvModules, each followed by its BN
     'pddr_backbone-pdfpn-convcfg_head': dict(
@@ -103,9 +106,9 @@ def train_checkpoint(tmp_path, name: str, text: str) -> tuple:
     return cfg_path, ckpt
 
 
-@pytest.mark.parametrize('name', [*MODELS, 'mmpretrain_pdresnet'])
+@pytest.mark.parametrize('name', [*DETECTORS, 'mmpretrain_pdresnet'])
 def test_pd_a_model_ships_as_stock_checkpoint(tmp_path, name, capsys):
-    text = CLASSIFIER if name == 'mmpretrain_pdresnet' else retinanet(**MODELS[name])
+    text = CLASSIFIER if name == 'mmpretrain_pdresnet' else retinanet(**DETECTORS[name])
     cfg_path, ckpt = train_checkpoint(tmp_path, name, text)
     out_dir = tmp_path / 'out'
     deploy_cfg, deploy_ckpt = reparameterize.main([cfg_path, ckpt, '--out-dir', str(out_dir)])
@@ -127,7 +130,8 @@ def test_pd_a_model_ships_as_stock_checkpoint(tmp_path, name, capsys):
     assert result.returncode == 0, result.stderr[-3000:]
     actual = torch.load(tmp_path / 'out.pt')
     meta = torch.load(plain_ckpt, weights_only=True)['meta']
-    assert meta['seed'] == 5 and meta['dataset_meta']['scale'] == [1.0, 1.0] and meta['pddr_plain']['plain_error'] < 1e-5
+    assert meta['seed'] == 5 and meta['dataset_meta']['scale'] == [1.0, 1.0]
+    assert meta['pddr_plain']['plain_error'] < 1e-5
     assert len(actual) == len(expected) == (1 if name == 'mmpretrain_pdresnet' else 6)
     for a, e in zip(actual, expected):
         assert max_rel_error(a, e) <= 1e-5
@@ -135,8 +139,33 @@ def test_pd_a_model_ships_as_stock_checkpoint(tmp_path, name, capsys):
 
 def test_pd_b_keeps_only_the_deploy_config(tmp_path, capsys):
     name = 'pdresnet-convcfg_fpn-pdhead'
-    cfg_path, ckpt = train_checkpoint(tmp_path, name, retinanet('B', **MODELS[name]))
+    cfg_path, ckpt = train_checkpoint(tmp_path, name, retinanet('B', **DETECTORS[name]))
     reparameterize.main([cfg_path, ckpt, '--out-dir', str(tmp_path)])
     out = capsys.readouterr().out
     assert 'no plain checkpoint: ' in out and 'PD-B layers' in out and 'per sample' in out
     assert (tmp_path / f'{name}_deploy.py').exists() and not (tmp_path / f'{name}_plain.py').exists()
+
+
+@MODELS.register_module(force=True)
+class NoBiasNet(BaseModule):
+    """A conv with neither bias nor BN after it: a fused PD-A bias has no place in its plain form."""
+
+    def __init__(self, conv_cfg=None, init_cfg=None) -> None:
+        super().__init__(init_cfg)
+        self.conv = ConvModule(3, 8, 3, padding=1, bias=False, conv_cfg=conv_cfg, norm_cfg=None)
+
+    def forward(self, x):
+        return (self.conv(x), )
+
+
+def test_pd_a_model_whose_plain_form_cannot_take_the_bias(tmp_path, capsys):
+    text = CLASSIFIER.replace("imports=['pddr_mm']", "imports=['pddr_mm', 'test_stock_checkpoint']").replace(
+        f"dict(type='PDResNet', depth=18, base_channels=8, stem_channels=8, **{PD!r})",
+        "dict(type='NoBiasNet', conv_cfg=dict(type='PDConv2d', mode='A', branches=('standard', 'skeleton')))").replace(
+        'in_channels=64', 'in_channels=8')
+    cfg_path, ckpt = train_checkpoint(tmp_path, 'nobias', text)
+    reparameterize.main([cfg_path, ckpt, '--out-dir', str(tmp_path)])
+    out = capsys.readouterr().out
+    assert 'no plain checkpoint: the plain model of this config cannot take the fused weights: backbone.conv.conv: ' \
+        'the plain Conv2d has no bias' in out
+    assert (tmp_path / 'nobias_deploy.pth').exists() and not (tmp_path / 'nobias_plain.pth').exists()
