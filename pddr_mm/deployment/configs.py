@@ -1,149 +1,156 @@
 """Config rewriting: the deploy form (``deploy=True`` everywhere) and the plain baseline of a PDDR config.
 
-Both walk the whole config, so they work on any detector or classifier whatever its PDDR parts are:
-a PDDR module is a dict whose type is ``'PD' + plain type`` and that takes the PDDR keyword arguments
-(``pddr_mm.ops.PD_ARGS``), or a ``PDConv2d`` (usually a ``conv_cfg``).
+Both walk the whole config, so they work on any detector or classifier whatever its PDDR parts are: a
+PDDR module is a dict whose type is one of pddr_mm's own modules (``PDResNet``, ``PDDRBackbone``, ...)
+or a ``PDConv2d`` (usually a ``conv_cfg``). Types of other packages are never touched, whatever their name.
 """
 import copy
-import inspect
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Iterator, Optional
 
-from mmengine.config import Config, ConfigDict
-from mmengine.registry import MODELS
+from mmengine.config import Config
+from mmengine.registry import HOOKS, MODELS, Registry
 
-from pddr_mm.ops import PD_ARGS, PDConv2d
+from pddr_mm.ops import PD_ARGS
 
 PD_CONV = 'PDConv2d'
+PACKAGE = 'pddr_mm'
 
 
 def _type_name(type_: Any) -> Optional[str]:
     """The bare registered name of a config ``type`` (scope prefix dropped), or None."""
-    if isinstance(type_, str):
-        return type_.split('.')[-1]
-    if inspect.isclass(type_):
-        return type_.__name__
-    return None
+    return type_.split('.')[-1] if isinstance(type_, str) else getattr(type_, '__name__', None)
 
 
-def _lookup(name: str) -> Optional[type]:
+def _lookup(type_: Any, registry: Registry = MODELS) -> Optional[Callable]:
+    """The class or builder function a config ``type`` names, or None where it cannot be resolved."""
+    if callable(type_):
+        return type_
     try:
-        return MODELS.get(name)
+        return registry.get(type_)
     except Exception:  # a scope that is not installed, or a malformed name
         return None
 
 
+def _is_ours(obj: Any) -> bool:
+    return (getattr(obj, '__module__', None) or '').startswith(PACKAGE + '.')
+
+
+def _is_ours_cfg(cfg: Any, registry: Registry = MODELS) -> bool:
+    """True for a config dict whose type is defined in the pddr_mm package (class or builder function);
+    a type the registry cannot resolve counts if pddr_mm registered that name in it or one of its scopes."""
+    if not isinstance(cfg, dict) or 'type' not in cfg:
+        return False
+    obj = _lookup(cfg['type'], registry)
+    if obj is not None:
+        return _is_ours(obj)
+    name = _type_name(cfg['type'])
+    return any(_is_ours(reg.module_dict.get(name)) for reg in (registry, *registry.children.values()))
+
+
 def is_pd_conv_cfg(cfg: Any) -> bool:
     """True for a config dict that builds a PDConv2d."""
-    return isinstance(cfg, dict) and (_type_name(cfg.get('type')) == PD_CONV or cfg.get('type') is PDConv2d)
+    return _is_ours_cfg(cfg) and _type_name(cfg['type']) == PD_CONV
 
 
 def is_pddr_module_cfg(cfg: Any) -> bool:
-    """True for a config dict of a PDDR module other than PDConv2d (PDResNet, PDFPN, PDRetinaHead, ...).
+    """True for a config dict of a pddr_mm module other than PDConv2d (PDResNet, PDFPN, PDDRBackbone, ...).
 
-    The naming rule of the project (``'PD' + plain type``, taking the ``deploy`` argument) decides, so
-    modules added later are recognised without a list to keep up to date.
+    Decided by where the type is defined (the pddr_mm package), so a third-party ``PDHead`` is left alone.
     """
-    if not isinstance(cfg, dict) or is_pd_conv_cfg(cfg):
-        return False
-    name = _type_name(cfg.get('type'))
-    if not name or not name.startswith('PD') or len(name) <= 2:
-        return False
-    cls = cfg['type'] if inspect.isclass(cfg['type']) else _lookup(cfg['type'])
-    if cls is None:  # not registered (yet): trust the name if the dict already carries PDDR arguments
-        return any(k in cfg for k in PD_ARGS)
-    try:  # a class, or a builder function registered as a module (PDDRBackbone)
-        return 'deploy' in inspect.signature(cls if inspect.isfunction(cls) else cls.__init__).parameters
-    except (TypeError, ValueError):
-        return False
+    return _is_ours_cfg(cfg) and _type_name(cfg['type']) != PD_CONV
 
 
-def _walk(node: Any, fn: Callable[[Any, Optional[str]], Any], key: Optional[str] = None) -> Any:
-    """Rebuild ``node`` bottom-up, letting ``fn(value, key)`` replace each dict."""
+def _walk(node: Any, fn: Callable[[Dict], Any]) -> Any:
+    """Rebuild ``node`` bottom-up, letting ``fn(dict)`` replace each dict (``--cfg-options`` cannot reach
+    every nested dict whatever its path)."""
     if isinstance(node, dict):
-        out = type(node)() if isinstance(node, ConfigDict) else {}
-        for k, v in node.items():
-            out[k] = _walk(v, fn, k)
-        return fn(out, key)
+        return fn(type(node)((k, _walk(v, fn)) for k, v in node.items()))
     if isinstance(node, (list, tuple)):
-        return type(node)(_walk(v, fn, key) for v in node)
+        return type(node)(_walk(v, fn) for v in node)
     return node
 
 
-def _is_pretrained_init(init_cfg: Any) -> bool:
-    return isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained'
-
-
 def _drop_pretrained(init_cfg: Any) -> Any:
-    if _is_pretrained_init(init_cfg):
-        return None
+    def pretrained(c):
+        return isinstance(c, dict) and c.get('type') == 'Pretrained'
+
     if isinstance(init_cfg, (list, tuple)):
-        kept = [c for c in init_cfg if not _is_pretrained_init(c)]
-        return kept or None
-    return init_cfg
+        return [c for c in init_cfg if not pretrained(c)] or None
+    return None if pretrained(init_cfg) else init_cfg
+
+
+def _pddr_dicts(node: Any) -> Iterator[Dict]:
+    """Every PDDR module / PDConv2d dict inside ``node``."""
+    if isinstance(node, dict):
+        yield from (d for v in node.values() for d in _pddr_dicts(v))
+        if _is_ours_cfg(node):
+            yield node
+    elif isinstance(node, (list, tuple)):
+        yield from (d for v in node for d in _pddr_dicts(v))
 
 
 def count_pddr_cfgs(cfg: Dict) -> int:
     """How many PDDR module / PDConv2d dicts the config holds (0: nothing to deploy)."""
-    found = []
-    _walk(cfg, lambda d, k: found.append(1) if is_pd_conv_cfg(d) or is_pddr_module_cfg(d) else None)
-    return len(found)
+    return sum(1 for _ in _pddr_dicts(cfg))
 
 
-def deploy_model_cfg(model_cfg: Dict) -> Dict:
-    """``model_cfg`` with ``deploy=True`` on every PDDR module and PDConv2d, and pretrained init dropped.
+def is_deploy_cfg(model_cfg: Dict) -> bool:
+    """True if some PDDR module of the model config is already built in deploy (fused) form."""
+    return any(d.get('deploy') for d in _pddr_dicts(model_cfg))
 
-    The deploy checkpoint holds every weight, so loading pretrained weights at build time would only
-    cost time (and fail where the file is not present).
-    """
 
-    def fn(d: Dict, key: Optional[str]) -> Dict:
-        if is_pd_conv_cfg(d) or is_pddr_module_cfg(d):
-            d['deploy'] = True
-        if 'init_cfg' in d:
+def _set_on_pddr(model_cfg: Dict, key: str, value: Any, drop_pretrained: bool = False) -> Dict:
+    def fn(d: Dict) -> Dict:
+        if _is_ours_cfg(d):
+            d[key] = value
+        if drop_pretrained and 'init_cfg' in d:
             d['init_cfg'] = _drop_pretrained(d['init_cfg'])
         return d
 
     return _walk(copy.deepcopy(model_cfg), fn)
 
 
+def deploy_model_cfg(model_cfg: Dict) -> Dict:
+    """``model_cfg`` with ``deploy=True`` on every PDDR module and PDConv2d, and pretrained init dropped
+    (the deploy checkpoint holds every weight: loading pretrained ones would only cost time, or fail)."""
+    return _set_on_pddr(model_cfg, 'deploy', True, drop_pretrained=True)
+
+
 def forward_path_model_cfg(model_cfg: Dict, forward_path: str) -> Dict:
-    """``model_cfg`` with ``forward_path`` on every PDDR module and PDConv2d (backbone, neck, head and
-    ``conv_cfg`` swaps alike), e.g. 'branches' to test a trained model branch by branch."""
+    """``model_cfg`` with ``forward_path`` on every PDDR module and PDConv2d, e.g. 'branches' to test a
+    trained model branch by branch (``tools/run_demo.sh``)."""
+    return _set_on_pddr(model_cfg, 'forward_path', forward_path)
 
-    def fn(d: Dict, key: Optional[str]) -> Dict:
-        if is_pd_conv_cfg(d) or is_pddr_module_cfg(d):
-            d['forward_path'] = forward_path
-        return d
 
-    return _walk(copy.deepcopy(model_cfg), fn)
+def _plain_type(d: Dict) -> Any:
+    """The plain type of a PDDR module dict: its name without 'PD', in the same scope."""
+    type_, name = d['type'], _type_name(d['type'])
+    plain = name[2:] if name.startswith('PD') else name
+    if isinstance(type_, str):
+        return type_[:len(type_) - len(name)] + plain
+    if _lookup(plain) is None:
+        raise KeyError(f'{name} has no plain counterpart {plain!r} in the MODELS registry')
+    return plain
 
 
 def plain_model_cfg(model_cfg: Dict) -> Dict:
     """The plain baseline of ``model_cfg``: PD types replaced by their plain types, PDDR arguments removed.
 
-    ``PDConv2d`` becomes ``Conv2d`` (a ``conv_cfg`` therefore becomes ``dict(type='Conv2d')``, mmcv's
-    default convolution), ``PDResNet`` becomes ``ResNet`` and so on. A PDDR module whose plain form is not
-    its name without 'PD' says so with a ``plain_cfg(cfg)`` attribute: ``PDDRBackbone`` -> its ``backbone``.
+    ``PDConv2d`` becomes ``Conv2d`` (mmcv's default convolution), ``PDResNet`` becomes ``ResNet`` and so on.
+    A PDDR module whose plain form is not its name without 'PD' says so with a ``plain_cfg(cfg)``
+    attribute: ``PDDRBackbone`` -> its ``backbone``.
     """
 
-    def fn(d: Dict, key: Optional[str]) -> Dict:
-        if is_pd_conv_cfg(d):
-            d = type(d)((k, v) for k, v in d.items() if k not in PD_ARGS and k not in ('norm_cfg', 'type'))
-            d['type'] = 'Conv2d'
-        elif is_pddr_module_cfg(d):
-            cls = d['type'] if inspect.isclass(d['type']) else _lookup(d['type'])
-            if callable(getattr(cls, 'plain_cfg', None)):
-                return cls.plain_cfg(d)
-            d = type(d)((k, v) for k, v in d.items() if k not in PD_ARGS)
-            type_ = d['type']
-            name = _type_name(type_)
-            plain = name[2:]
-            if isinstance(type_, str) and '.' in type_:
-                plain = type_.rsplit('.', 1)[0] + '.' + plain
-            if _lookup(plain) is None and not isinstance(type_, str):
-                raise KeyError(f'{name} has no plain counterpart {plain!r} in the MODELS registry')
-            d['type'] = plain
-        return d
+    def fn(d: Dict) -> Dict:
+        if not _is_ours_cfg(d):
+            return d
+        conv = is_pd_conv_cfg(d)
+        plain_cfg = getattr(_lookup(d['type']), 'plain_cfg', None)
+        if not conv and callable(plain_cfg):
+            return plain_cfg(d)
+        out = type(d)((k, v) for k, v in d.items() if k not in PD_ARGS + (('norm_cfg', ) if conv else ()))
+        out['type'] = 'Conv2d' if conv else _plain_type(d)
+        return out
 
     return _walk(copy.deepcopy(model_cfg), fn)
 
@@ -152,8 +159,8 @@ def to_deploy_config(cfg: Config) -> Config:
     """A copy of the whole config whose model builds in deploy (fused) form; ``load_from``/``resume`` cleared."""
     cfg = copy.deepcopy(cfg)
     if count_pddr_cfgs(cfg.model) == 0:
-        raise ValueError('the config holds no PDDR module (no PD* type with deploy argument, no PDConv2d '
-                         'conv_cfg): there is nothing to deploy')
+        raise ValueError(f'{cfg.filename or "the config"} holds no PDDR module (no pddr_mm type such as PDResNet '
+                         'or PDDRBackbone, no PDConv2d conv_cfg): there is nothing to deploy')
     cfg.model = deploy_model_cfg(cfg.model)
     cfg.load_from = None
     cfg.resume = False
@@ -161,8 +168,22 @@ def to_deploy_config(cfg: Config) -> Config:
 
 
 def to_plain_config(cfg: Config) -> Config:
-    """A copy of the whole config whose model is the plain baseline (see :func:`plain_model_cfg`)."""
+    """A copy of the whole config whose model is the plain baseline (see :func:`plain_model_cfg`).
+
+    It does not need pddr_mm: ``pddr_mm`` leaves ``custom_imports`` (dropped if nothing is left) and
+    pddr_mm's hooks (``PDDRDeployHook``, ...) leave ``custom_hooks``.
+    """
     cfg = copy.deepcopy(cfg)
     cfg.model = plain_model_cfg(cfg.model)
+    imports = cfg.get('custom_imports')
+    if isinstance(imports, dict):
+        names = imports.get('imports', [])
+        names = [names] if isinstance(names, str) else names
+        kept = [n for n in names if n != PACKAGE and not n.startswith(PACKAGE + '.')]
+        if kept:
+            imports['imports'] = kept
+        else:
+            cfg.pop('custom_imports')
+    if isinstance(cfg.get('custom_hooks'), list):
+        cfg.custom_hooks = [h for h in cfg.custom_hooks if not _is_ours_cfg(h, HOOKS)]
     return cfg
-

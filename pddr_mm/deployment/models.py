@@ -8,7 +8,7 @@ from mmengine.model import is_model_wrapper
 from torch import Tensor
 
 from pddr_mm.ops import PDConv2d, switch_to_deploy
-from pddr_mm.utils import max_rel_error
+from pddr_mm.utils import flatten_tensors, max_rel_error
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -77,17 +77,6 @@ def count_flops(model: nn.Module, inputs: Tensor, data_samples: Optional[list] =
     return int(analyzer.total())
 
 
-def flatten_tensors(out: Any) -> List[Tensor]:
-    """Every tensor of a nested network output (tensor mode returns tensors, tuples, lists or dicts)."""
-    if isinstance(out, Tensor):
-        return [out]
-    if isinstance(out, dict):
-        return [t for v in out.values() for t in flatten_tensors(v)]
-    if isinstance(out, (list, tuple)):
-        return [t for v in out for t in flatten_tensors(v)]
-    return []
-
-
 def compare_outputs(actual: Any, expected: Any) -> float:
     """Largest relative error (``max_rel_error``) over matching tensors of two network outputs."""
     a, e = flatten_tensors(actual), flatten_tensors(expected)
@@ -105,9 +94,4 @@ def compare_outputs(actual: Any, expected: Any) -> float:
 def tensor_forward(model: nn.Module, data: Dict) -> Any:
     """The network output (``mode='tensor'``) of an already preprocessed batch."""
     return unwrap(model)(data['inputs'], data.get('data_samples'), mode='tensor')
-
-
-def preprocess(model: nn.Module, data_batch: Any, training: bool = False) -> Dict:
-    """Run the model's data preprocessor on a raw batch (as ``test_step`` does)."""
-    return unwrap(model).data_preprocessor(data_batch, training)
 

@@ -6,6 +6,7 @@ pre-softmax scores, a detector's raw head outputs (before box decoding and NMS).
 ``onnxruntime`` (``pip install -e .[deploy]``).
 """
 import contextlib
+import importlib
 import io
 import os
 import os.path as osp
@@ -20,27 +21,20 @@ from torch import Tensor
 from pddr_mm.ops import MixedConv2d, fuse_pd_conv_bn, is_deployed
 from pddr_mm.ops.onnx_export import dynamic_batch_export
 
-from .models import (TensorMode, compare_outputs, flatten_tensors, fused_copy, pd_layers, unfused_reference,
-                     unwrap)
+from pddr_mm.utils import flatten_tensors
+
+from .models import TensorMode, compare_outputs, fused_copy, unfused_reference, unwrap
 
 INPUT_NAME = 'input'
 DEFAULT_OPSET = 17
 
 
-def _onnx():
+def _require(module: str):
+    """Import ``onnx`` / ``onnxruntime``, or say how to install them."""
     try:
-        import onnx
+        return importlib.import_module(module)
     except ImportError as e:
-        raise ImportError('ONNX export needs the onnx package: pip install -e .[deploy]') from e
-    return onnx
-
-
-def _ort():
-    try:
-        import onnxruntime
-    except ImportError as e:
-        raise ImportError('running ONNX files needs onnxruntime: pip install -e .[deploy]') from e
-    return onnxruntime
+        raise ImportError(f'ONNX export and checks need the {module} package: pip install -e .[deploy]') from e
 
 
 class TensorOutputs(TensorMode):
@@ -60,7 +54,7 @@ def export_onnx(model: nn.Module, inputs: Tensor, output_file: str, opset: int =
     runtime rejects any other input shape. Returns what was written: file, output names, fused layers,
     Loops, and the Conv nodes one forward runs through (``onnx_graph.count_ops``).
     """
-    onnx = _onnx()
+    onnx = _require('onnx')
     from .onnx_graph import count_ops, expand_per_sample_convs
     if opset < 11:
         raise ValueError(f'opset {opset} is too old: PDDR exports need opset 11 or later')
@@ -106,7 +100,7 @@ def export_onnx(model: nn.Module, inputs: Tensor, output_file: str, opset: int =
 
 def ort_session(onnx_file: Union[str, bytes], num_threads: Optional[int] = None):
     """An ONNX Runtime CPU session: all graph optimisations, ``num_threads`` intra-op threads (default: as torch)."""
-    ort = _ort()
+    ort = _require('onnxruntime')
     options = ort.SessionOptions()
     options.intra_op_num_threads = num_threads or torch.get_num_threads()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -127,7 +121,7 @@ def run_onnx(session, inputs: Tensor) -> List[np.ndarray]:
 def reference_model(model: nn.Module) -> nn.Module:
     """What an export is checked against: the unfused model computing branch by branch, or, for a model
     loaded from a deploy checkpoint (no branches left), the fused PyTorch model itself."""
-    if pd_layers(model) and is_deployed(model):
+    if is_deployed(model):
         return unwrap(model).eval()
     return unfused_reference(model)
 

@@ -1,4 +1,4 @@
-"""Graph passes on exported ONNX models: PD-B placeholders into standard If / Loop nodes, operator counts.
+"""Graph passes on exported ONNX models: PD-B placeholders into If / Loop nodes, operators per forward.
 
 Needs the ``onnx`` package (``pip install -e .[deploy]``).
 """
@@ -105,10 +105,3 @@ def count_ops(graph, op_type: str) -> int:
             total += max(counts) if node.op_type == 'If' else sum(counts)
     return total
 
-
-def count_all_ops(graph, op_type: str) -> int:
-    """How many ``op_type`` nodes the file holds, in every subgraph (both branches of an If)."""
-    graph = getattr(graph, 'graph', graph)
-    return sum((node.op_type == op_type) + sum(count_all_ops(helper.get_attribute_value(a), op_type)
-                                               for a in node.attribute if a.type == onnx.AttributeProto.GRAPH)
-               for node in graph.node)

@@ -8,7 +8,7 @@ from mmengine.model import BaseTTAModel
 from mmengine.registry import HOOKS
 
 from pddr_mm.deployment.models import (compare_outputs, count_flops, count_params, format_count, fused_copy,
-                                       pd_layers, preprocess, tensor_forward, unfused_reference, unwrap)
+                                       pd_layers, tensor_forward, unfused_reference, unwrap)
 from pddr_mm.ops import is_deployed, switch_to_deploy
 
 
@@ -96,7 +96,7 @@ class PDDRDeployHook(Hook):
         if isinstance(unwrap(runner.model), BaseTTAModel) and isinstance(data_batch, dict):
             data_batch = {k: v[0] for k, v in data_batch.items()}  # TTA: the first augmentation's batch
         with torch.no_grad():
-            data = preprocess(model, data_batch)
+            data = model.data_preprocessor(data_batch, False)  # as test_step does
         if self.log_complexity:
             self._log_complexity(reference, model, data)
         if self.check_outputs:

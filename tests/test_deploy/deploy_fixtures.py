@@ -10,7 +10,6 @@ from mmengine.registry import DATASETS, MODELS
 from torch.utils.data import Dataset
 
 import pddr_mm  # noqa: F401
-from pddr_mm.ops import DEFAULT_BRANCHES
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
@@ -42,17 +41,6 @@ class DeployTestNet(BaseModule):
         return (self.layers(x), )
 
 
-@MODELS.register_module(force=True)
-class PDDeployTestNet(DeployTestNet):
-    """The PDDR form of DeployTestNet (type 'PD' + plain type, taking the PDDR arguments)."""
-
-    def __init__(self, mode='A', branches=DEFAULT_BRANCHES, branch_groups=4, reduction=4, forward_path='auto',
-                 deploy=False, **kwargs) -> None:
-        conv_cfg = dict(type='PDConv2d', mode=mode, branches=branches, branch_groups=branch_groups,
-                        reduction=reduction, forward_path=forward_path, deploy=deploy)
-        super().__init__(conv_cfg=conv_cfg, **kwargs)
-
-
 @DATASETS.register_module(force=True)
 class DeployTestDataset(Dataset):
     """Random 32x32 images with one of 3 labels, fixed by ``seed``."""
@@ -82,7 +70,8 @@ default_scope = 'mmpretrain'
 model = dict(
     type='ImageClassifier',
     data_preprocessor=dict(type='ClsDataPreprocessor', mean=[127.5] * 3, std=[64.0] * 3, num_classes=3),
-    backbone=dict(type='PDDeployTestNet', mode='B', channels=(8, 16)),
+    backbone=dict(type='DeployTestNet', channels=(8, 16),
+                  conv_cfg=dict(type='PDConv2d', mode='B', branch_groups=4, reduction=4)),
     neck=dict(type='GlobalAveragePooling'),
     head=dict(type='LinearClsHead', num_classes=3, in_channels=16, loss=dict(type='CrossEntropyLoss')))
 train_dataloader = {_loader(True, 0)!r}

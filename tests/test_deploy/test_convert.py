@@ -45,7 +45,7 @@ def test_deploy_checkpoint_and_config(cls_files):
     assert ckpt['meta']['pddr_deploy']['fused_layers'] == 2
     assert 'optimizer' not in ckpt and not any('branches.' in k for k in ckpt['state_dict'])
     cfg = Config.fromfile(deploy_cfg)
-    assert cfg.model.backbone.deploy is True and cfg.load_from is None
+    assert cfg.model.backbone.conv_cfg.deploy is True and cfg.load_from is None
     model = build_model(cfg)
     assert is_deployed(model)
 
@@ -107,8 +107,7 @@ def test_detector_round_trip(tmp_path):
 def test_config_rewriting():
     model = dict(
         type='RetinaNet',
-        backbone=dict(type='PDDeployTestNet', mode='B', channels=(8, 16),
-                      init_cfg=dict(type='Pretrained', checkpoint='plain.pth')),
+        backbone=dict(type='PDResNet', depth=18, mode='B', init_cfg=dict(type='Pretrained', checkpoint='plain.pth')),
         neck=dict(type='FPN', conv_cfg=dict(type='PDConv2d', mode='A'), init_cfg=[
             dict(type='Pretrained', checkpoint='x.pth'), dict(type='Xavier', layer='Conv2d')]),
         bbox_head=dict(type='RetinaHead', conv_cfg=None))
@@ -118,13 +117,36 @@ def test_config_rewriting():
     assert deploy['neck']['init_cfg'] == [dict(type='Xavier', layer='Conv2d')]
     assert 'deploy' not in deploy['neck'] and 'deploy' not in deploy['bbox_head']
     plain = plain_model_cfg(model)
-    assert plain['backbone']['type'] == 'DeployTestNet' and 'mode' not in plain['backbone']
+    assert plain['backbone']['type'] == 'ResNet' and 'mode' not in plain['backbone']
     assert plain['neck']['conv_cfg'] == dict(type='Conv2d')
-    assert model['backbone']['type'] == 'PDDeployTestNet'  # the input is not modified
+    assert model['backbone']['type'] == 'PDResNet'  # the input is not modified
     unfused = forward_path_model_cfg(model, 'branches')  # backbone, neck conv_cfg alike; plain head untouched
     assert unfused['backbone']['forward_path'] == unfused['neck']['conv_cfg']['forward_path'] == 'branches'
     assert 'forward_path' not in unfused['neck'] and 'forward_path' not in unfused['bbox_head']
     assert 'forward_path' not in model['backbone']
+
+
+def test_third_party_pd_types_are_left_alone():
+    """Only pddr_mm's own types are rewritten: another package's ``PDHead`` taking ``deploy`` is not PDDR."""
+    from mmengine.registry import MODELS
+
+    from pddr_mm.deployment import count_pddr_cfgs, is_pddr_module_cfg
+
+    class PDHead(torch.nn.Module):
+        def __init__(self, mode='A', deploy=False):
+            super().__init__()
+
+    MODELS.register_module(name='PDHead', module=PDHead, force=True)
+    try:
+        model = dict(type='RetinaNet', backbone=dict(type='PDResNet', depth=18, mode='A'),
+                     bbox_head=dict(type='PDHead', mode='A'), neck=dict(type='PDUnregistered', deploy=False))
+        assert is_pddr_module_cfg(model['backbone']) and not is_pddr_module_cfg(model['bbox_head'])
+        assert not is_pddr_module_cfg(model['neck'])  # unknown PD* type carrying PDDR arguments
+        assert count_pddr_cfgs(model) == 1
+        assert deploy_model_cfg(model)['bbox_head'] == plain_model_cfg(model)['bbox_head'] == model['bbox_head']
+        assert plain_model_cfg(model)['neck'] == model['neck'] and deploy_model_cfg(model)['backbone']['deploy']
+    finally:
+        MODELS._module_dict.pop('PDHead')
 
 
 # the project's full PD-B RetinaNet (PDResNet + PDFPN + PDRetinaHead), shrunk to seconds on a CPU
