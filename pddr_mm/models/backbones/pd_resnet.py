@@ -54,7 +54,7 @@ def _preset(resnet: type, zero_init_applies: Callable[[Dict], bool]) -> Callable
             raise ValueError('PDResNet does not support dcn: a deformable conv has no fixed kernel to fuse branches '
                              'into. Remove dcn/stage_with_dcn from the backbone config.')
         if kwargs.get('norm_cfg') is not None:  # what the branch BNs are built with: it must fold
-            check_norm_cfg(kwargs['norm_cfg'], 8)
+            check_norm_cfg(kwargs['norm_cfg'], kwargs.get('base_channels', 64))
         model = resnet(depth, **kwargs)
         convert_backbone(model, 'PDResNet', kwargs.get('in_channels', 3), TRACE_SHAPE, **PAPER_LAYERS,
                          **pd.to_dict())
