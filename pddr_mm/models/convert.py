@@ -31,9 +31,10 @@ from mmengine.registry import MODELS
 from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..ops import DEFAULT_BRANCHES, PDConv2d, filter_branches
-from ..ops.branches import branch_class, check_branch_list, same_padding
-from .backbones.plain_to_pd import plain_to_pd_layer
+from ..ops import PDArgs, PDConv2d, filter_branches
+from ..ops.branches import same_padding
+from ..utils import flatten_tensors
+from .plain_to_pd import plain_to_pd_layer
 
 KernelSizes = Optional[Sequence[Union[int, Tuple[int, int]]]]
 
@@ -61,16 +62,6 @@ def _conv_types() -> Tuple[type, ...]:
 
 
 # --------------------------------------------------------------------------------------------- trace
-def _flatten(out: Any) -> List[Tensor]:
-    if isinstance(out, Tensor):
-        return [out]
-    if isinstance(out, dict):
-        return [t for v in out.values() for t in _flatten(v)]
-    if isinstance(out, (list, tuple)):
-        return [t for v in out for t in _flatten(v)]
-    return []
-
-
 def _consumer_counts(outputs: List[Tensor]) -> Counter:
     """How many edges of the autograd graph (reachable from ``outputs``) point at each node; a returned
     tensor counts as one more consumer of its node."""
@@ -130,7 +121,7 @@ def trace_conv_consumers(model: nn.Module, inputs: Tensor) -> Tuple[Dict[str, Tu
     try:
         with torch.random.fork_rng(devices=[]), torch.enable_grad():
             clone.train()
-            outputs = _flatten(clone(inputs.detach().requires_grad_()))  # the caller's tensor is left as it is
+            outputs = flatten_tensors(clone(inputs.detach().requires_grad_()))  # the caller's tensor is left as it is
     finally:
         for h in handles:
             h.remove()
@@ -210,18 +201,20 @@ def _kind(conv: nn.Conv2d) -> str:
     return f'{kind} depthwise' if depthwise else f'{kind} groups={conv.groups}'
 
 
-def _check_selection(mode, branches, kernel_sizes, include, exclude) -> None:
-    """Raise ValueError for arguments that would otherwise select silently wrong (a string taken as a
-    list of its characters, an unknown branch dropped from every layer)."""
-    if mode not in ('A', 'B'):
-        raise ValueError(f"mode must be 'A' or 'B', got {mode!r}")
-    check_branch_list(branches)
-    for cfg in branches:
-        branch_class(cfg)
+def _check_selection(kernel_sizes, include, exclude) -> None:
+    """Raise ValueError for selection arguments that would otherwise select silently wrong (a string taken
+    as a list of its characters) or fail obscurely (a malformed regular expression)."""
     for key, patterns in (('include', include), ('exclude', exclude)):
-        if patterns is not None and (isinstance(patterns, str) or not isinstance(patterns, Sequence)):
+        if patterns is None:
+            continue
+        if isinstance(patterns, str) or not isinstance(patterns, Sequence):
             raise ValueError(f'{key} must be a list of regular expressions, e.g. {key}=[{patterns!r}], '
                              f'got {patterns!r}')
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except (re.error, TypeError) as e:
+                raise ValueError(f'{key}: {pattern!r} is not a regular expression ({e})') from e
     if kernel_sizes is not None and (isinstance(kernel_sizes, (int, str)) or not isinstance(kernel_sizes, Sequence)):
         raise ValueError(f'kernel_sizes must be a list of kernel sizes (k for kxk, or (kh, kw)), e.g. '
                          f'kernel_sizes=[{kernel_sizes!r}], got {kernel_sizes!r}')
@@ -229,17 +222,11 @@ def _check_selection(mode, branches, kernel_sizes, include, exclude) -> None:
 
 def convert_to_pd(model: nn.Module,
                   inputs: Tensor,
-                  mode: str = 'A',
-                  branches: Sequence = DEFAULT_BRANCHES,
-                  branch_groups: int = 64,
-                  reduction: int = 16,
-                  temperature: float = 1.0,
-                  forward_path: str = 'auto',
-                  deploy: bool = False,
                   kernel_sizes: KernelSizes = None,
                   include: Optional[Sequence[str]] = None,
                   exclude: Optional[Sequence[str]] = None,
-                  log: bool = True) -> Dict:
+                  log: bool = True,
+                  **pd_args) -> Dict:
     """Replace, in place, every selected conv + BN pair of ``model`` by a PDConv2d; returns a report.
 
     Args:
@@ -247,13 +234,14 @@ def convert_to_pd(model: nn.Module,
         kernel_sizes: kernel sizes to convert (ints k for kxk, or (kh, kw)); None: 3x3 and larger.
         include / exclude: regular expressions searched in the conv's module name; with ``include`` only
             matching convs are converted, ``exclude`` leaves matching convs plain.
-        Other arguments: PDConv2d's. A branch a layer cannot take is left out of that layer; a PD-B layer
-        left with fewer than two branches stays plain.
+        pd_args: the PDDR arguments (:class:`pddr_mm.ops.PDArgs`). A branch a layer cannot take is left out
+            of that layer; a PD-B layer left with fewer than two branches stays plain.
 
     The report (also stored as ``model.pddr_report`` and logged once): ``converted`` {conv name: kind},
     ``plain`` {conv name: reason}, ``dropped_branches`` {conv name: [(branch, reason)]}.
     """
-    _check_selection(mode, branches, kernel_sizes, include, exclude)
+    pd = PDArgs.create('convert_to_pd', pd_args)
+    _check_selection(kernel_sizes, include, exclude)
     found, num_bn = trace_conv_consumers(model, inputs)
     modules = dict(model.named_modules())
     converted, plain, dropped_branches = {}, {}, {}
@@ -281,19 +269,18 @@ def convert_to_pd(model: nn.Module,
         if conv.padding_mode != 'zeros' or padding is None:
             plain[name] = f"padding {conv.padding!r} / padding_mode {conv.padding_mode!r} not supported"
             continue
-        kept, dropped = filter_branches(branches, conv.in_channels, conv.out_channels, conv.kernel_size,
-                                         conv.stride, padding, conv.dilation, conv.groups, norm_cfg, branch_groups)
+        kept, dropped = filter_branches(pd.branches, conv.in_channels, conv.out_channels, conv.kernel_size,
+                                         conv.stride, padding, conv.dilation, conv.groups, norm_cfg, pd.branch_groups)
         if dropped:
             dropped_branches[name] = dropped
-        if len(kept) < (2 if mode == 'B' else 1):
-            plain[name] = (f"{len(kept)} branch(es) left for mode '{mode}'" +
+        if len(kept) < (2 if pd.mode == 'B' else 1):
+            plain[name] = (f"{len(kept)} branch(es) left for mode '{pd.mode}'" +
                            (f" (dropped: {'; '.join(f'{b}: {r}' for b, r in dropped)})" if dropped else ''))
             continue
         layer = PDConv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
-                         padding=padding, dilation=conv.dilation, groups=conv.groups, bias=False, mode=mode,
-                         branches=kept, branch_groups=branch_groups, norm_cfg=norm_cfg, reduction=reduction,
-                         temperature=temperature, forward_path=forward_path, deploy=deploy).to(conv.weight)
-        if not deploy:  # now: a parent (mmcv's ConvModule) may never call init_weights; quietly
+                         padding=padding, dilation=conv.dilation, groups=conv.groups, bias=False, norm_cfg=norm_cfg,
+                         **dict(pd.to_dict(), branches=kept)).to(conv.weight)
+        if not pd.deploy:  # now: a parent (mmcv's ConvModule) may never call init_weights; quietly
             initialize(layer, layer.init_cfg)
             layer._is_init = True
         _copy_requires_grad(layer, conv, bn)
@@ -309,7 +296,7 @@ def convert_to_pd(model: nn.Module,
     report = dict(converted=converted, plain=plain, dropped_branches=dropped_branches, num_bn=num_bn)
     model.pddr_report = report
     if log:
-        print_log(format_report(report, type(model).__name__, mode), logger='current')
+        print_log(format_report(report, type(model).__name__, pd.mode), logger='current')
     return report
 
 
@@ -350,17 +337,23 @@ def _load_plain_pairs(module: nn.Module, state_dict: Dict[str, Tensor], prefix: 
     """load_state_dict pre-hook: plain conv + BN keys of converted pairs -> an equivalent PDConv2d state.
 
     A pair already in PDDR form (or a deployed layer) is left alone; a conv bias (redundant before a BN)
-    is folded into the BN's running mean.
+    is folded into the BN's running mean. Logs one line when it maps anything (a plain start).
     """
+    mapped = Counter()
     for conv_name, info in getattr(module, 'pddr_layers', {}).items():
         layer = module.get_submodule(conv_name)
         conv_prefix, norm_prefix = f'{prefix}{conv_name}.', f'{prefix}{info["norm"]}.'
-        if (getattr(layer, 'deployed', True) or conv_prefix + 'weight' not in state_dict
+        if (getattr(layer, 'deploy', True) or conv_prefix + 'weight' not in state_dict
                 or norm_prefix + 'running_mean' not in state_dict
                 or any(k.startswith(conv_prefix + 'branches.') for k in state_dict)):
             continue
         bias = state_dict.pop(conv_prefix + 'bias', None)
         if bias is not None:  # BN(conv(x) + b) = BN'(conv(x)) with running_mean' = running_mean - b
             state_dict[norm_prefix + 'running_mean'] = state_dict[norm_prefix + 'running_mean'] - bias
-        plain_to_pd_layer(state_dict, conv_prefix, norm_prefix, layer.mode, layer.branch_cfgs, layer.branch_groups,
-                          layer.reduction, template=layer.state_dict(), groups=layer.groups)
+        plain_to_pd_layer(state_dict, conv_prefix, norm_prefix, PDArgs(layer.mode, layer.branch_cfgs),
+                          template=layer.state_dict(), groups=layer.groups)
+        mapped[layer.mode] += 1
+    for mode, n in mapped.items():
+        print_log(f'PDDR: {n} plain conv + BN pairs of the checkpoint mapped into PD-{mode} layers of '
+                  f'{type(module).__name__} (a plain start: the network computes what the plain one did, in eval '
+                  'mode)', logger='current')

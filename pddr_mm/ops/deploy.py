@@ -26,7 +26,7 @@ def fuse_pd_conv_bn(model: nn.Module) -> int:
     """
     count = 0
     for m in list(model.modules()):
-        if isinstance(m, ConvModule) and isinstance(m.conv, PDConv2d) and m.conv.deployed \
+        if isinstance(m, ConvModule) and isinstance(m.conv, PDConv2d) and m.conv.deploy \
                 and isinstance(m.norm, _BatchNorm) and m.order.index('norm') == m.order.index('conv') + 1:
             m.conv.fold_following_bn(m.norm)
             setattr(m, m.norm_name, nn.Identity())
@@ -37,4 +37,4 @@ def fuse_pd_conv_bn(model: nn.Module) -> int:
 def is_deployed(model: nn.Module) -> bool:
     """True if ``model`` holds PDDR layers and all of them are fused."""
     layers = [m for m in model.modules() if isinstance(m, PDConv2d)]
-    return bool(layers) and all(m.deployed for m in layers)
+    return bool(layers) and all(m.deploy for m in layers)

@@ -33,6 +33,10 @@ class MixedConv2d(nn.Module):
         """The folded branch kernels, (branches, out, in / groups, kh, kw)."""
         return self.weight.reshape((self.num_branches, self.out_channels) + self.weight.shape[1:])
 
+    def kernel_bias(self) -> Tuple[Tensor, Tensor]:
+        """The folded branch kernels and biases, (branches, out, ...) and (branches, out): ``PDConv2d``'s."""
+        return self.branch_kernels(), self.bias
+
     def forward(self, x: Tensor) -> Tensor:
         if onnx_export.use_placeholder():  # a dynamic-batch ONNX export only: same mix, exported as a Loop
             weights = self.refine(x)

@@ -1,5 +1,5 @@
 """PDConv2d: a convolution trained as parallel branches (PDDR) and deployed as one convolution."""
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -10,21 +10,17 @@ from mmengine.registry import MODELS
 from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .branches import BranchCfg, LayerSpec, branch_class, branch_name, build_branch, check_branch_list
+from .branches import LayerSpec, branch_class, branch_name, build_branch
 from .fusion import bn_scale_shift, mixed_conv2d, sum_kernels
 from .mixed_conv import MixedConv2d
+from .pd_args import PDArgs
 from .refine import Refinement
 
 IntOrPair = Union[int, Tuple[int, int]]
-DEFAULT_BRANCHES = ('standard', 'standard', 'group', 'skeleton')
-MODES = ('A', 'B')
-FORWARD_PATHS = ('auto', 'branches', 'fused')
-# the PDDR-only arguments of PDConv2d, which every PDDR module takes too; without them (and with the
-# 'PD' prefix dropped from the type) a PDDR config becomes its plain counterpart
-PD_ARGS = ('mode', 'branches', 'branch_groups', 'reduction', 'temperature', 'forward_path', 'deploy')
 
 
-def _check_norm_cfg(norm_cfg: Dict, num_features: int) -> None:
+def check_norm_cfg(norm_cfg: Dict, num_features: int) -> None:
+    """Raise ValueError unless ``norm_cfg`` builds a BatchNorm with running statistics (one that folds)."""
     if not isinstance(norm_cfg, dict) or 'type' not in norm_cfg:
         raise ValueError(f"norm_cfg must be a dict with a 'type', got {norm_cfg!r}")
     try:
@@ -45,20 +41,11 @@ class PDConv2d(BaseModule):
         in_channels, out_channels, kernel_size, stride, padding, dilation, groups: as ``nn.Conv2d``; any
             odd kernel size, grouped and depthwise layers included.
         bias: ``True`` adds a learnable bias after the branches (it folds into the fused bias).
-        mode: 'A' sums the branch outputs; 'B' weights them per sample with softmax weights from a
-            refinement module on the input.
-        branches: branch types registered in ``pddr_mm.ops.BRANCHES``, by name or as
-            ``dict(type=name, ...)``; names may repeat. Built in: 'standard', 'group', 'skeleton',
-            'pointwise', 'identity'.
-        branch_groups: groups of the 'group' branch: a multiple of ``groups`` dividing both channel counts.
         norm_cfg: the branch BNs; only BatchNorm variants (BN, SyncBN) fold into a convolution.
-        reduction: hidden width of the refinement module is ``in_channels // reduction``.
-        temperature: softmax temperature of the refinement (PD-B; 1 is the paper's softmax).
-        forward_path: 'auto' runs the fused kernels whenever every branch BN is in eval mode (frozen, or
-            the model in eval) and the branches otherwise; 'branches' and 'fused' force one path, for
-            debugging. Both give the same outputs and gradients.
-        deploy: build the deploy form directly (to load a checkpoint written after ``switch_to_deploy``):
-            ``fused`` is an ``nn.Conv2d`` (PD-A) or a ``MixedConv2d`` (PD-B), and no branch is built.
+        **pd_args: the PDDR arguments (:class:`pddr_mm.ops.PDArgs`): ``mode``, ``branches``,
+            ``branch_groups``, ``reduction``, ``temperature``, ``forward_path`` and ``deploy``. With
+            ``deploy=True`` the deploy form is built directly: ``fused`` is an ``nn.Conv2d`` (PD-A) or a
+            ``MixedConv2d`` (PD-B), and no branch is built.
     """
 
     def __init__(self,
@@ -70,45 +57,36 @@ class PDConv2d(BaseModule):
                  dilation: IntOrPair = 1,
                  groups: int = 1,
                  bias: Union[bool, str] = False,
-                 mode: str = 'A',
-                 branches: Sequence[BranchCfg] = DEFAULT_BRANCHES,
-                 branch_groups: int = 64,
                  norm_cfg: Optional[Dict] = None,
-                 reduction: int = 16,
-                 temperature: float = 1.0,
-                 forward_path: str = 'auto',
-                 deploy: bool = False,
-                 init_cfg: Optional[Union[Dict, List[Dict]]] = None) -> None:
+                 init_cfg: Optional[Union[Dict, List[Dict]]] = None,
+                 **pd_args) -> None:
         if init_cfg is None:
             init_cfg = [dict(type='Kaiming', layer='Conv2d'), dict(type='Constant', val=1, bias=0, layer='_BatchNorm')]
         super().__init__(init_cfg)
+        pd = PDArgs.create('PDConv2d', pd_args)
         self.layer = LayerSpec.create(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
-                                      norm_cfg, branch_groups)
-        self._validate(mode, branches, reduction, temperature, forward_path, bias)
+                                      norm_cfg, pd.branch_groups)
+        self._validate(pd, bias)
         # the attributes of nn.Conv2d that mmcv's ConvModule and FLOP counters read
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.kernel_size, self.stride = self.layer.kernel_size, self.layer.stride
         self.padding, self.dilation = self.layer.padding, self.layer.dilation
         self.transposed, self.output_padding = False, (0, 0)
-        self.mode, self.branch_cfgs = mode, tuple(branches)
-        self.branch_names = tuple(branch_name(b) for b in branches)
-        self.branch_groups, self.norm_cfg, self.reduction = branch_groups, self.layer.norm_cfg, reduction
-        self.forward_path, self.deployed = forward_path, deploy
-        if deploy:
-            self.fused = self._deploy_module(temperature)
+        self.mode, self.branch_cfgs = pd.mode, pd.branches
+        self.branch_names = tuple(branch_name(b) for b in pd.branches)
+        self.branch_groups, self.norm_cfg, self.reduction = pd.branch_groups, self.layer.norm_cfg, pd.reduction
+        self.forward_path, self.deploy = pd.forward_path, pd.deploy
+        if self.deploy:
+            self.fused = self._deploy_module(pd.temperature)
         else:
             self.branches = nn.ModuleList(build_branch(b, self.layer) for b in self.branch_cfgs)
-            self.refine = Refinement(in_channels, len(self.branch_cfgs), reduction, temperature) if mode == 'B' else None
+            self.refine = Refinement(in_channels, len(self.branch_cfgs), pd.reduction, pd.temperature) \
+                if self.mode == 'B' else None
             self.bias = nn.Parameter(torch.zeros(out_channels)) if bias is True else None
 
-    def _validate(self, mode, branches, reduction, temperature, forward_path, bias) -> None:
+    def _validate(self, pd: PDArgs, bias) -> None:
+        """The layer's own checks (the PDDR arguments checked themselves in PDArgs)."""
         layer = self.layer
-        if mode not in MODES:
-            raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
-        check_branch_list(branches)
-        if mode == 'B' and len(branches) < 2:
-            raise ValueError(f"mode='B' weights the branches per sample and needs at least two branches, got "
-                             f"branches={tuple(branches)!r}; use mode='A' for a single branch")
         if any(k < 1 or k % 2 == 0 for k in layer.kernel_size):
             raise ValueError(f'kernel_size must be odd (a centre to align the branches on), got {layer.kernel_size}')
         if min(layer.stride + layer.dilation) < 1 or min(layer.padding) < 0:
@@ -123,14 +101,8 @@ class PDConv2d(BaseModule):
                              f'out_channels={layer.out_channels}')
         if bias not in (True, False, 'auto'):
             raise ValueError(f"bias must be True, False or 'auto', got {bias!r}")
-        if not isinstance(reduction, int) or reduction < 1:
-            raise ValueError(f'reduction must be an int >= 1, got {reduction!r}')
-        if not (isinstance(temperature, (int, float)) and temperature > 0):
-            raise ValueError(f'temperature must be a number > 0, got {temperature!r}')
-        if forward_path not in FORWARD_PATHS:
-            raise ValueError(f'forward_path must be one of {FORWARD_PATHS}, got {forward_path!r}')
-        _check_norm_cfg(layer.norm_cfg, layer.out_channels)
-        for cfg in branches:  # the deploy form builds no branch: check them here for both forms
+        check_norm_cfg(layer.norm_cfg, layer.out_channels)
+        for cfg in pd.branches:  # the deploy form builds no branch: check them here for both forms
             try:
                 branch_class(cfg).check(layer)
             except ValueError as e:
@@ -150,30 +122,31 @@ class PDConv2d(BaseModule):
         """The PD-B refinement module (``refine``, or ``fused.refine`` once deployed); None for PD-A."""
         if self.mode != 'B':
             return None
-        return self.fused.refine if self.deployed else self.refine
+        return self.fused.refine if self.deploy else self.refine
 
     # ------------------------------------------------------------------ fusion
-    def branch_kernels(self) -> Tuple[Tensor, Tensor]:
-        """Each branch's equivalent kernel (branches, out, in / groups, kh, kw) and bias (branches, out).
+    def branch_kernels(self) -> Tensor:
+        """Each branch's equivalent kernel, (branches, out, in / groups, kh, kw), as ``MixedConv2d``'s.
 
-        Differentiable; needs every branch BN in eval mode. The layer's own bias is not included.
+        Differentiable; needs every branch BN in eval mode.
         """
-        kernels, biases = zip(*self._kernels_biases())
-        return torch.stack(kernels), torch.stack(biases)
+        return torch.stack([kernel for kernel, _ in self._kernels_biases()])
 
     def _kernels_biases(self) -> List[Tuple[Tensor, Tensor]]:
         return [branch.kernel_bias() for branch in self.branches]
 
-    def fused_kernel_bias(self) -> Tuple[Tensor, Tensor]:
-        """What the deploy form holds: PD-A one kernel and bias; PD-B the branch kernels and biases to mix.
-
-        The layer's bias rides on every PD-B branch bias: the mixing weights sum to 1.
+    def kernel_bias(self) -> Tuple[Tensor, Tensor]:
+        """The layer's equivalent kernel and bias, as each branch's ``kernel_bias`` (what the deploy form
+        holds): PD-A one kernel and bias; PD-B the branch kernels (branches, out, ...) and biases
+        (branches, out) that the refinement mixes. The layer's bias rides on every PD-B branch bias: the
+        mixing weights sum to 1. Differentiable; needs every branch BN in eval mode.
         """
+        kernels, biases = zip(*self._kernels_biases())
         if self.mode == 'A':
-            kernels, biases = (sum_kernels(ts) for ts in zip(*self._kernels_biases()))
+            kernel, bias = sum_kernels(kernels), sum_kernels(biases)
         else:
-            kernels, biases = self.branch_kernels()
-        return kernels, biases if self.bias is None else biases + self.bias
+            kernel, bias = torch.stack(kernels), torch.stack(biases)
+        return kernel, bias if self.bias is None else bias + self.bias
 
     def _bn_layers(self) -> List[_BatchNorm]:
         return [m for m in self.branches.modules() if isinstance(m, _BatchNorm)]
@@ -190,12 +163,12 @@ class PDConv2d(BaseModule):
     @torch.no_grad()
     def switch_to_deploy(self) -> bool:
         """Replace the branches by the deploy form, in place. Returns False if already deployed."""
-        if self.deployed:
+        if self.deploy:
             return False
         if self.training or any(bn.training for bn in self._bn_layers()):
             raise RuntimeError('PDConv2d is in training mode: train-mode BN has no fixed fold. '
                                'Call model.eval() before switch_to_deploy().')
-        kernel, bias = self.fused_kernel_bias()
+        kernel, bias = self.kernel_bias()
         fused = self._deploy_module(self.refine.temperature if self.refine is not None else 1.0).to(kernel)
         fused.weight.copy_(kernel.flatten(0, 1) if self.mode == 'B' else kernel)
         fused.bias.copy_(bias)
@@ -203,7 +176,7 @@ class PDConv2d(BaseModule):
             fused.refine.load_state_dict(self.refine.state_dict())
         del self.branches, self.refine, self.bias
         self.fused = fused.eval()
-        self.deployed = True
+        self.deploy = True
         return True
 
     @torch.no_grad()
@@ -212,7 +185,7 @@ class PDConv2d(BaseModule):
         ``BN(conv(x, K) + b) == conv(x, K * scale) + b * scale + shift``, per output channel. PD-B scales
         every branch kernel and bias and adds ``shift`` to every branch bias: the mixing weights sum to 1.
         """
-        if not self.deployed:
+        if not self.deploy:
             raise RuntimeError('fold_following_bn needs the deploy form: call switch_to_deploy() first')
         scale, shift = bn_scale_shift(bn)
         if scale.numel() != self.out_channels:
@@ -229,12 +202,12 @@ class PDConv2d(BaseModule):
         has_branches = any(k.startswith('branches.') for k in keys)
         has_fused = any(k.startswith('fused.') for k in keys)
         where = prefix[:-1] or 'PDConv2d'
-        if self.deployed and has_branches and not has_fused:
+        if self.deploy and has_branches and not has_fused:
             raise RuntimeError(
                 f'{where}: the model is built in deploy (fused) form but the checkpoint holds training '
                 'branches. Convert the checkpoint first: python tools/model_converters/reparameterize.py CONFIG CHECKPOINT, then use '
                 'the deploy config and checkpoint it writes (or build the model without deploy=True).')
-        if not self.deployed and has_fused and not has_branches:
+        if not self.deploy and has_fused and not has_branches:
             raise RuntimeError(
                 f'{where}: the checkpoint holds fused (deploy) weights but the model is built with training '
                 'branches. Use the deploy config written by tools/model_converters/reparameterize.py (deploy=True); fused weights '
@@ -246,15 +219,23 @@ class PDConv2d(BaseModule):
                 'tools/model_converters/plain_to_pd.py); a PDFPN, PDRetinaHead or conv_cfg layer has no plain '
                 "start. Load the plain weights into the backbone only, e.g. init_cfg=dict(type='Pretrained', "
                 "prefix='backbone.', checkpoint=...) on the backbone, and let this layer start from its init_cfg.")
+        refine = 'fused.refine.' if has_fused else 'refine.'
+        if (has_branches or has_fused) and any(k.startswith(refine) for k in keys) != (self.mode == 'B'):
+            found = 'B' if self.mode == 'A' else 'A'
+            raise RuntimeError(
+                f"{where}: the checkpoint holds a PD-{found} layer here (refinement weights "
+                f"{'present' if found == 'B' else 'absent'}) but the model is built with mode={self.mode!r}. "
+                f"Use the config the checkpoint was trained with (mode={found!r}); to start PD-{self.mode} from "
+                'it, start from the plain network instead.')
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: Tensor) -> Tensor:
-        if self.deployed:
+        if self.deploy:
             return self.fused(x)
         layer = self.layer
         if self._use_fused_path():
-            kernel, bias = self.fused_kernel_bias()
+            kernel, bias = self.kernel_bias()
             if self.mode == 'A':
                 return F.conv2d(x, kernel, bias, layer.stride, layer.padding, layer.dilation, layer.groups)
             return mixed_conv2d(x, self.refine(x), kernel, bias, layer.stride, layer.padding, layer.dilation,
@@ -276,4 +257,4 @@ class PDConv2d(BaseModule):
     def extra_repr(self) -> str:
         s = (f'{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, '
              f'padding={self.padding}, dilation={self.dilation}, groups={self.groups}, mode={self.mode!r}')
-        return s + (', deployed' if self.deployed else f', branches={self.branch_names}')
+        return s + (', deploy=True' if self.deploy else f', branches={self.branch_names}')

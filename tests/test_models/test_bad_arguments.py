@@ -23,7 +23,10 @@ def tiny():
     (dict(branches='standard'), 'branches must be a non-empty sequence'),
     (dict(branches=('standard', 'standrad')), "unknown branch type 'standrad'"),
     (dict(kernel_sizes=3), 'kernel_sizes must be a list of kernel sizes'),
-    (dict(mode='C'), "mode must be 'A' or 'B'"),
+    (dict(mode='C'), r"mode must be one of \('A', 'B'\), got 'C'"),
+    (dict(include=['layer[']), r"include: 'layer\[' is not a regular expression"),
+    (dict(exclude=[3]), r"exclude: 3 is not a regular expression"),
+    (dict(reduction=0), 'reduction must be an int >= 1'),
 ])
 def test_convert_rejects_arguments_that_would_select_silently_wrong(kwargs, words):
     model = tiny()
@@ -41,11 +44,13 @@ def test_convert_leaves_the_callers_inputs_alone_and_takes_same_padding():
 
 
 def test_pddr_backbone_that_converts_nothing_is_an_error():
-    with pytest.raises(NothingConvertedError, match="converted no convolution of 'mmdet.ResNet'") as info:
+    with pytest.raises(NothingConvertedError, match="PDDRBackbone converted no convolution of ResNet") as info:
         PDDRBackbone(RESNET, include=['no_such_layer'], trace_shape=(32, 32))
     assert info.value.report['converted'] == {} and 'not matched by include' in info.value.report['plain'].values()
     with pytest.raises(ValueError, match=r'trace_shape must be \(H, W\)'):
         PDDRBackbone(RESNET, trace_shape=224)
+    with pytest.raises(TypeError, match=r"PDDRBackbone got unexpected argument\(s\) \['mdoe'\]"):
+        PDDRBackbone(RESNET, mdoe='B')
 
 
 @pytest.mark.parametrize('kwargs,words', [

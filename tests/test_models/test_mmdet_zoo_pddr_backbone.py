@@ -181,4 +181,4 @@ def test_zoo_config_with_pddr_backbone(family, rel, model_cfg):
         kinds[kind] += 1
     print(f'\n[zoo-pddr] {family} ({rel}, {model_cfg.type}): {num} PD-B layers ({dict(kinds)}), '
           f'{len(report["plain"])} plain; fused vs unfused {err:.1e}; {time.time() - start:.1f}s')
-    assert all(not isinstance(m, PDConv2d) or m.deployed for m in model.modules())
+    assert all(not isinstance(m, PDConv2d) or m.deploy for m in model.modules())

@@ -1,10 +1,10 @@
 """``type='PDResNet'`` behaves as the ResNet of the scope it is built in.
 
 mmpretrain's own ResNet configs and an mmdet ResNet config, with only the backbone type swapped to
-PDResNet, build a PD backbone that is a subclass of that library's ResNet and carries every argument and
-default over: the stored ``__init__`` values, BN training mode after ``train()`` (mmpretrain trains its
+PDResNet, build that library's ResNet itself (converted by ``convert_to_pd``) with every argument and
+default carried over: the stored ``__init__`` values, BN training mode after ``train()`` (mmpretrain trains its
 BNs, mmdet's ``norm_eval=True`` freezes them), frozen stages, mmpretrain's ``drop_path_rate`` and the
-``zero_init_residual`` start. Scope-less builds get mmdet's class, as before.
+``zero_init_residual`` start. Scope-less builds get mmdet's ResNet, as before.
 """
 import inspect
 
@@ -18,8 +18,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 import pddr_mm  # noqa: F401
 from pddr_mm.deployment.configs import is_pddr_module_cfg, plain_model_cfg
-from pddr_mm.models.backbones import pd_resnet, pd_resnet_mmpretrain
-from pddr_mm.models.pd_layers import pd_args
+from pddr_mm.models.backbones import pd_resnet
 from pddr_mm.ops import PDConv2d
 
 PRETRAIN_CONFIGS = ['resnet/resnet18_8xb32_in1k.py', 'resnet/resnet50_8xb32_in1k.py']
@@ -88,11 +87,12 @@ def _stem(model: nn.Module) -> nn.Module:
 
 def _check_same_backbone(scope: str, plain: nn.Module, pd: nn.Module) -> None:
     base = _base_resnet(scope)
-    assert isinstance(plain, base) and type(plain) is base
-    assert isinstance(pd, base) and type(pd).__name__ == 'PDResNet'
-    plain_args, pd_args_ = _stored_args(plain, base), _stored_args(pd, base)
-    assert plain_args == pd_args_
-    assert plain.init_cfg == pd.init_cfg
+    assert type(plain) is base and type(pd) is base
+    pd_args = _stored_args(pd, base)
+    zero_init = [dict(type='PDZeroInitResidual')]  # BasicBlocks' norm2 is conv2's branch BNs (see pd_resnet)
+    plain_init = plain.init_cfg if isinstance(plain.init_cfg, list) else [plain.init_cfg]
+    assert pd_args.pop('init_cfg') in (plain.init_cfg, [c for c in plain_init if c] + zero_init)
+    assert {k: v for k, v in _stored_args(plain, base).items() if k != 'init_cfg'} == pd_args
     assert len(_blocks(plain)) == len(_blocks(pd))
     assert sum(isinstance(m, PDConv2d) for m in pd.modules()) == sum(
         2 if not hasattr(b, 'conv3') else 1 for b in _blocks(plain))
@@ -131,7 +131,6 @@ def test_mmpretrain_config_swap_keeps_every_argument(tmp_path, rel):
     assert backbone['type'] == 'ResNet'
     plain = _build('mmpretrain', backbone)
     pd = _build('mmpretrain', dict(backbone, type='PDResNet'))
-    assert isinstance(pd, pd_resnet_mmpretrain.PDResNet)
     _check_same_backbone('mmpretrain', plain, pd)
     assert pd.norm_eval is False and _bn_modes(pd) == {True}  # a classifier trains its BNs
     assert pd.zero_init_residual is True and pd.frozen_stages == -1 and pd.out_indices == (3, )
@@ -142,7 +141,8 @@ def test_mmpretrain_config_swap_keeps_every_argument(tmp_path, rel):
     model_cfg['backbone']['type'] = 'PDResNet'
     model = _build('mmpretrain', model_cfg)
     model.train()
-    assert isinstance(model.backbone, pd_resnet_mmpretrain.PDResNet) and _bn_modes(model.backbone) == {True}
+    assert type(model.backbone) is _base_resnet('mmpretrain') and _bn_modes(model.backbone) == {True}
+    assert sum(isinstance(m, PDConv2d) for m in model.backbone.modules()) > 0
     model.eval()
     with torch.no_grad():
         feats = model.extract_feat(torch.randn(1, 3, 32, 32))
@@ -172,17 +172,19 @@ def test_mmpretrain_arguments_carry_over(depth, overrides):
         assert [o.shape for o in plain(x)] == [o.shape for o in pd(x)]
 
 
-def test_mmpretrain_signature_is_resnets_plus_pd_args():
-    """Every argument of mmpretrain's ResNet, with its default, then pd_args' PDDR arguments."""
-    from mmpretrain.models.backbones.resnet import ResNet
-    base = inspect.signature(ResNet.__init__).parameters
-    pd = inspect.signature(pd_resnet_mmpretrain.PDResNet.__init__).parameters
-    assert [(p.name, p.default) for p in base.values()] == [(p.name, p.default) for p in pd.values()][:len(base)]
-    assert {n: p.default for n, p in pd.items() if n not in base} == {
-        n: p.default for n, p in inspect.signature(pd_args).parameters.items()}
-    model = _build('mmpretrain', dict(type='PDResNet', depth=18, mode='B', reduction=4, branch_groups=8))
-    assert model.pd_kwargs == pd_args(mode='B', reduction=4, branch_groups=8)
-    assert all(m.mode == 'B' for m in model.modules() if isinstance(m, PDConv2d))
+@pytest.mark.parametrize('scope', ['mmpretrain', 'mmdet'])
+def test_pd_arguments_reach_every_layer(scope):
+    """The PDDR arguments go to every converted layer; anything else is the ResNet's (a typo fails there)."""
+    model = _build(scope, dict(type='PDResNet', depth=18, mode='B', reduction=4, branch_groups=8,
+                               branches=('standard', 'group')))
+    layers = [m for m in model.modules() if isinstance(m, PDConv2d)]
+    assert len(layers) == 16
+    assert all(m.mode == 'B' and m.reduction == 4 and m.branch_groups == 8 and m.branch_names == ('standard', 'group')
+               for m in layers)
+    with pytest.raises(TypeError, match='mdoe'):
+        _build(scope, dict(type='PDResNet', depth=18, mdoe='B'))
+    with pytest.raises(ValueError, match='mode must be one of'):
+        _build(scope, dict(type='PDResNet', depth=18, mode='C'))
 
 
 # ---------------------------------------------------------------------------------------------- mmdet
@@ -193,7 +195,6 @@ def test_mmdet_config_swap_keeps_every_argument(tmp_path):
     backbone['init_cfg'] = None  # no download
     plain = _build('mmdet', backbone)
     pd = _build('mmdet', dict(backbone, type='PDResNet'))
-    assert type(pd) is pd_resnet.PDResNet
     _check_same_backbone('mmdet', plain, pd)
     assert _bn_modes(pd) == {False}  # norm_eval=True: detection freezes BN statistics
     assert pd.frozen_stages == 1 and not any(p.requires_grad for p in pd.layer1.parameters())
@@ -215,12 +216,12 @@ def test_one_pdresnet_per_scope():
     from mmpretrain.registry import MODELS as MMPRETRAIN_MODELS
     assert ROOT_MODELS.get('PDResNet') is pd_resnet.PDResNet  # scope-less builds: mmdet's, as before
     assert MMDET_MODELS.get('PDResNet') is pd_resnet.PDResNet
-    assert MMPRETRAIN_MODELS.get('PDResNet') is pd_resnet_mmpretrain.PDResNet
+    assert MMPRETRAIN_MODELS.get('PDResNet') is pd_resnet.MMPretrainPDResNet
     # what a config with custom_imports=['pddr_mm'] builds through the root registry in each scope
-    for scope, cls in (('mmpretrain', pd_resnet_mmpretrain.PDResNet), ('mmdet', pd_resnet.PDResNet)):
+    for scope in ('mmpretrain', 'mmdet'):
         with DefaultScope.overwrite_default_scope(scope):
             model = ROOT_MODELS.build(dict(type='PDResNet', depth=18, branch_groups=8))
-            assert type(model) is cls
+            assert type(model) is _base_resnet(scope) and any(isinstance(m, PDConv2d) for m in model.modules())
             # deployment: both are PDDR modules whose plain counterpart is that scope's ResNet
             assert is_pddr_module_cfg(dict(type='PDResNet', depth=18))
             plain = plain_model_cfg(dict(type='PDResNet', depth=18, mode='B', deploy=True))

@@ -16,7 +16,7 @@ from mmengine.registry import MODELS, DefaultScope
 from mmengine.runner import load_checkpoint
 
 import pddr_mm  # noqa: F401
-from pddr_mm.models.backbones.plain_to_pd import find_block_convs
+from pddr_mm.models import find_block_convs
 from pddr_mm.ops import PDConv2d
 from random_bn import max_rel_error, randomize_bn
 

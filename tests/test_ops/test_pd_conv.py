@@ -123,7 +123,7 @@ def test_fusing_in_training_mode_raises(mode):
         layer.switch_to_deploy()
     with pytest.raises(RuntimeError, match='eval'):
         switch_to_deploy(nn.Sequential(layer))
-    assert not layer.deployed and hasattr(layer, 'branches')
+    assert not layer.deploy and hasattr(layer, 'branches')
 
 
 @pytest.mark.parametrize('mode', ['A', 'B'])
@@ -191,7 +191,7 @@ def test_deploy_flag_builds_the_fused_form_and_loads_a_fused_state():
     deployed = copy.deepcopy(layer)
     switch_to_deploy(deployed)
     fresh = PDConv2d(8, 8, 3, padding=1, mode='B', branch_groups=4, deploy=True).eval()
-    assert fresh.deployed and not hasattr(fresh, 'branches')
+    assert fresh.deploy and not hasattr(fresh, 'branches')
     fresh.load_state_dict(deployed.state_dict())
     with torch.no_grad():
         assert torch.equal(fresh(x), deployed(x))

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 from mmengine.registry import MODELS, DefaultScope
 
-from ...ops import DEFAULT_BRANCHES
+from ...ops import PDArgs
 from ..convert import KernelSizes, convert_to_pd
 
 
@@ -44,19 +44,32 @@ class NothingConvertedError(ValueError):
         self.report = report
 
 
+def convert_backbone(model: nn.Module, owner: str, in_channels: int = 3, trace_shape: Tuple[int, int] = (224, 224),
+                     **convert_args) -> nn.Module:
+    """``convert_to_pd`` on a built backbone, traced on 2 seeded random images of ``trace_shape``; raises
+    NothingConvertedError if no layer was converted (a plain network under a PDDR name would be wrong)."""
+    if not (isinstance(trace_shape, Sequence) and len(trace_shape) == 2
+            and all(isinstance(n, int) and n > 0 for n in trace_shape)):
+        raise ValueError(f'{owner}: trace_shape must be (H, W) of positive ints, got {trace_shape!r}')
+    gen = torch.Generator().manual_seed(0)
+    inputs = torch.randn(2, in_channels if isinstance(in_channels, int) else 3, *trace_shape, generator=gen)
+    report = convert_to_pd(model, inputs, **convert_args)
+    if not report['converted']:
+        reasons = sorted(set(report['plain'].values()))
+        raise NothingConvertedError(
+            report, f"{owner} converted no convolution of {type(model).__name__} ({report['num_bn']} BatchNorms; "
+            f'why each conv stayed plain: {reasons[:4]}). Check include / exclude / kernel_sizes, or use a '
+            'backbone built of convolutions followed by BatchNorm.')
+    return model
+
+
 def PDDRBackbone(backbone: Dict,
-                 mode: str = 'A',
-                 branches: Sequence = DEFAULT_BRANCHES,
-                 branch_groups: int = 64,
-                 reduction: int = 16,
-                 temperature: float = 1.0,
-                 forward_path: str = 'auto',
-                 deploy: bool = False,
                  kernel_sizes: KernelSizes = None,
                  include: Optional[Sequence[str]] = None,
                  exclude: Optional[Sequence[str]] = None,
                  trace_shape: Tuple[int, int] = (224, 224),
-                 init_cfg: Optional[Dict] = None) -> nn.Module:
+                 init_cfg: Optional[Dict] = None,
+                 **pd_args) -> nn.Module:
     """Build ``backbone`` (any backbone config) and convert its conv + BN pairs to PDConv2d.
 
     ``backbone=dict(type='PDDRBackbone', backbone=dict(type='MobileNetV2', ...), mode='B')``: every
@@ -68,38 +81,24 @@ def PDDRBackbone(backbone: Dict,
     Args:
         backbone: the inner backbone's config, unchanged (its ``init_cfg`` included: a Pretrained plain
             checkpoint starts the PDDR network computing what the plain one did, in eval mode).
-        mode, branches, branch_groups, reduction, temperature, forward_path, deploy: PDConv2d's. A branch a layer
-            cannot take is left out of that layer; a PD-B layer needs two branches left, else stays plain.
         kernel_sizes: kernel sizes to convert (k for kxk, or (kh, kw)); default: 3x3 and larger.
         include / exclude: regular expressions searched in conv module names (e.g. ``exclude=['stem']``).
         trace_shape: (H, W) of the traced batch (2 images); any size the backbone accepts.
         init_cfg: if given, replaces the inner backbone's ``init_cfg``.
+        pd_args: the PDDR arguments (:class:`pddr_mm.ops.PDArgs`). A branch a layer cannot take is left out
+            of that layer; a PD-B layer needs two branches left, else stays plain.
 
     The plain baseline of this config (``tools/analysis_tools/benchmark.py``, ``pddr_mm.deployment.to_plain_config``)
     is ``backbone`` itself.
     """
     if not isinstance(backbone, dict) or 'type' not in backbone:
         raise TypeError(f"PDDRBackbone: backbone must be a config dict with a 'type', got {backbone!r}")
-    if mode not in ('A', 'B'):
-        raise ValueError(f"PDDRBackbone: mode must be 'A' or 'B', got {mode!r}")
-    if not (isinstance(trace_shape, Sequence) and len(trace_shape) == 2):
-        raise ValueError(f'PDDRBackbone: trace_shape must be (H, W), got {trace_shape!r}')
+    pd = PDArgs.create('PDDRBackbone', pd_args)  # checked before the (possibly large) inner build
     model = _build_inner(backbone)
     if init_cfg is not None:
         model.init_cfg = copy.deepcopy(init_cfg)
-    in_channels = backbone.get('in_channels', 3)
-    gen = torch.Generator().manual_seed(0)
-    inputs = torch.randn(2, in_channels if isinstance(in_channels, int) else 3, *trace_shape, generator=gen)
-    report = convert_to_pd(model, inputs, mode=mode, branches=branches, branch_groups=branch_groups,
-                           reduction=reduction, temperature=temperature, forward_path=forward_path, deploy=deploy,
-                           kernel_sizes=kernel_sizes, include=include, exclude=exclude)
-    if not report['converted']:  # a plain network under a PDDR name would be silently wrong
-        reasons = sorted(set(report['plain'].values()))
-        raise NothingConvertedError(
-            report, f"PDDRBackbone converted no convolution of {backbone['type']!r} ({report['num_bn']} BatchNorms; "
-            f'why each conv stayed plain: {reasons[:4]}). Check include / exclude / kernel_sizes, or use a '
-            'backbone built of convolutions followed by BatchNorm.')
-    return model
+    return convert_backbone(model, 'PDDRBackbone', backbone.get('in_channels', 3), trace_shape,
+                            kernel_sizes=kernel_sizes, include=include, exclude=exclude, **pd.to_dict())
 
 
 def _plain_cfg(cfg: Dict) -> Dict:
