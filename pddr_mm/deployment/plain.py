@@ -38,10 +38,6 @@ def _norm_after(name: str, fused: Dict[str, nn.Module], plain: Dict[str, nn.Modu
         layers = getattr(owner, 'pddr_layers', None)
         if isinstance(layers, dict) and name.startswith(prefix) and name[len(prefix):] in layers:
             return prefix + layers[name[len(prefix):]]['norm']
-    pairs = getattr(fused.get(parent), 'plain_pairs', None)  # PDResNet's residual blocks
-    if callable(pairs):
-        norm = dict(pairs()).get(attr)
-        return f'{parent}.{norm}' if norm and parent else norm
     return None
 
 

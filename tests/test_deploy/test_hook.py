@@ -46,7 +46,7 @@ def test_training_untouched_and_fused_validation(tmp_path, monkeypatch):
     assert all(i != id(model) for i, _ in validated)
     # the training model still has its branches, and still trains
     layers = [m for m in model.modules() if isinstance(m, PDConv2d)]
-    assert layers and not any(m.deployed for m in layers) and all(hasattr(m, 'branches') for m in layers)
+    assert layers and not any(m.deploy for m in layers) and all(hasattr(m, 'branches') for m in layers)
     model.train()
     before = layers[0].branches[0].conv_bn.conv.weight.detach().clone()
     data = model.data_preprocessor(next(iter(runner.train_dataloader)), True)

@@ -1,7 +1,7 @@
 """Convert a plain ResNet checkpoint into a PD-ResNet (PDDR) checkpoint that computes the same function.
 
 Every 3x3 conv of the residual blocks (with its BN) becomes the state of an equivalent PDConv2d
-(``pddr_mm.models.backbones.plain_to_pd``, the same mapping PDResNet applies when it loads plain
+(``pddr_mm.models.plain_to_pd``, the same mapping PDResNet and PDDRBackbone apply when it loads plain
 weights through ``init_cfg=dict(type='Pretrained', ...)``). Works with torchvision naming
 (``layer1.0.conv2.weight``) and OpenMMLab naming (``backbone.layer1.0.conv2.weight``).
 
@@ -16,8 +16,8 @@ import torch
 from mmengine.runner import CheckpointLoader
 
 from pddr_mm.deployment.checkpoint import ConversionError, read_checkpoint
-from pddr_mm.models.backbones.plain_to_pd import find_block_convs, plain_to_pd_layer
-from pddr_mm.ops import DEFAULT_BRANCHES
+from pddr_mm.models.plain_to_pd import find_block_convs, plain_to_pd_layer
+from pddr_mm.ops import DEFAULT_BRANCHES, PDArgs
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -52,10 +52,14 @@ def convert(state_dict: dict, pairs: list, args: argparse.Namespace) -> dict:
     """``state_dict`` with every (conv, BN) pair in PDConv2d form; a clear exit naming the flag and layer
     that do not fit."""
     converted = dict(state_dict)
+    try:
+        pd = PDArgs(mode=args.mode, branches=tuple(args.branches), branch_groups=args.branch_groups,
+                    reduction=args.reduction)
+    except ValueError as e:
+        raise SystemExit(f'plain_to_pd.py: {e}') from None
     for i, (conv_prefix, norm_prefix) in enumerate(pairs):
         try:
-            plain_to_pd_layer(converted, conv_prefix, norm_prefix, mode=args.mode, branches=tuple(args.branches),
-                              branch_groups=args.branch_groups, reduction=args.reduction, seed=args.seed + i)
+            plain_to_pd_layer(converted, conv_prefix, norm_prefix, pd, seed=args.seed + i)
         except (ValueError, KeyError) as e:
             flag = (f'--branch-groups {args.branch_groups}' if 'branch_groups' in str(e) else
                     f'--branches {" ".join(args.branches)}')
