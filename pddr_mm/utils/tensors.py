@@ -5,13 +5,14 @@ from torch import Tensor
 
 
 def flatten_tensors(out: Any) -> List[Tensor]:
-    """Every tensor of a nested network output (tensors, tuples, lists or dicts of them), in order."""
+    """Every tensor of a nested network output (tensors, tuples, lists, dicts or mmengine data elements of
+    them), in order."""
     if isinstance(out, Tensor):
         return [out]
-    if isinstance(out, dict):
-        return [t for v in out.values() for t in flatten_tensors(v)]
     if isinstance(out, (list, tuple)):
         return [t for v in out for t in flatten_tensors(v)]
+    if hasattr(out, 'items'):  # dicts, and InstanceData and the like
+        return [t for _, v in out.items() for t in flatten_tensors(v)]
     return []
 
 
