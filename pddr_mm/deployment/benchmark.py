@@ -214,6 +214,7 @@ def benchmark_training(cfg: Config, checkpoint: Optional[str], batch_size: int, 
     base = {'pd': load_model(cfg, checkpoint), 'baseline': build_model(to_plain_config(cfg))}
     data = make_inputs(base['pd'], batch_size, shape, with_gt=True, training=True)
     inputs = data['inputs'].to(device)
+    samples = [s.to(device) for s in data['data_samples']]  # the ground truth the loss reads: on the model's device
     results: Dict[str, Dict] = {}
     for bn_state in ('bn_train', 'bn_frozen'):
         models, optims = {}, {}
@@ -228,7 +229,7 @@ def benchmark_training(cfg: Config, checkpoint: Optional[str], batch_size: int, 
 
             def fn():
                 optim.zero_grad(set_to_none=True)
-                losses = model(inputs, data['data_samples'], mode='loss')
+                losses = model(inputs, samples, mode='loss')
                 loss, _ = model.parse_losses(losses)
                 loss.backward()
                 optim.step()

@@ -119,11 +119,20 @@ def mix_kernels(weights: Tensor, kernels: Tensor) -> Tensor:
     return (weights @ kernels.reshape(kernels.shape[0], -1)).reshape((weights.shape[0], ) + kernels.shape[1:])
 
 
+def full_precision(x: Tensor) -> torch.autocast:
+    """Autocast off for the fusion math (folds and mixes run in the parameters' precision, float32 under
+    mixed precision); the convolution after it casts its kernel once, as autocast does for any conv."""
+    return torch.autocast(x.device.type, enabled=False)
+
+
 def mixed_conv2d(x: Tensor, weights: Tensor, kernels: Tensor, biases: Tensor, stride: Sequence[int],
                  padding: Sequence[int], dilation: Sequence[int], groups: int = 1) -> Tensor:
     """PD-B with fixed branch kernels (B, out, in / groups, kh, kw) and biases (B, out): each sample convolved
     with its own mix, for the per-sample branch ``weights`` (N, B)."""
-    return per_sample_conv2d(x, mix_kernels(weights, kernels), weights @ biases, stride, padding, dilation, groups)
+    with full_precision(x):
+        weights = weights.to(kernels.dtype)
+        kernels, biases = mix_kernels(weights, kernels), weights @ biases.to(kernels.dtype)
+    return per_sample_conv2d(x, kernels, biases, stride, padding, dilation, groups)
 
 
 def per_sample_conv2d(x: Tensor, kernels: Tensor, biases: Tensor, stride: Sequence[int], padding: Sequence[int],

@@ -11,7 +11,7 @@ from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .branches import LayerSpec, branch_class, branch_name, build_branch
-from .fusion import bn_scale_shift, mixed_conv2d, sum_kernels
+from .fusion import bn_scale_shift, full_precision, mixed_conv2d, sum_kernels
 from .mixed_conv import MixedConv2d
 from .pd_args import PDArgs
 from .refine import Refinement
@@ -235,7 +235,8 @@ class PDConv2d(BaseModule):
             return self.fused(x)
         layer = self.layer
         if self._use_fused_path():
-            kernel, bias = self.kernel_bias()
+            with full_precision(x):
+                kernel, bias = self.kernel_bias()
             if self.mode == 'A':
                 return F.conv2d(x, kernel, bias, layer.stride, layer.padding, layer.dilation, layer.groups)
             return mixed_conv2d(x, self.refine(x), kernel, bias, layer.stride, layer.padding, layer.dilation,
@@ -248,7 +249,7 @@ class PDConv2d(BaseModule):
             for o in outs[1:]:
                 out = out.add_(o)
         else:
-            weights = self.refine(x)
+            weights = self.refine(x).to(outs[0].dtype)  # float32 softmax under autocast: keep its dtype
             out = outs[0] * weights[:, :1, None, None]
             for i, o in enumerate(outs[1:], 1):
                 out = out.addcmul_(o, weights[:, i:i + 1, None, None])
