@@ -1,6 +1,7 @@
 """Model-level helpers shared by the deploy hook and tools: unwrapping, unfused copies, output checks."""
 import copy
-from typing import Any, Dict, List, Optional, Tuple
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -24,6 +25,20 @@ def set_forward_path(model: nn.Module, forward_path: str) -> None:
     """Force one computation path on every (unfused) PDConv2d of ``model``."""
     for m in pd_layers(model):
         m.forward_path = forward_path
+
+
+@contextmanager
+def forward_path(model: nn.Module, path: str) -> Iterator[None]:
+    """Every unfused PDConv2d of ``model`` computes through ``path`` inside the block, then as before: the
+    unfused reference ('branches') or the deploy form's computation ('fused') without a copy of the model."""
+    layers = [m for m in pd_layers(model) if not m.deploy]
+    saved = [m.forward_path for m in layers]
+    set_forward_path(model, path)
+    try:
+        yield
+    finally:
+        for m, p in zip(layers, saved):
+            m.forward_path = p
 
 
 def unfused_reference(model: nn.Module) -> nn.Module:

@@ -7,8 +7,8 @@ from mmengine.logging import print_log
 from mmengine.model import BaseTTAModel
 from mmengine.registry import HOOKS
 
-from pddr_mm.deployment.models import (compare_outputs, count_flops, count_params, format_count, fused_copy,
-                                       pd_layers, tensor_forward, unfused_reference, unwrap)
+from pddr_mm.deployment.models import (compare_outputs, count_flops, count_params, format_count, forward_path,
+                                       pd_layers, tensor_forward, unwrap)
 from pddr_mm.ops import is_deployed, switch_to_deploy
 
 
@@ -16,15 +16,16 @@ from pddr_mm.ops import is_deployed, switch_to_deploy
 class PDDRDeployHook(Hook):
     """Fuse every PDDR layer before testing, after the checkpoint is loaded, and check the fusion.
 
-    Test: the runner's model is fused in ``before_test_epoch`` (the checkpoint is loaded by then, and an
-    EMAHook has swapped the EMA weights in: those are the ones fused). On
-    the first test batch the fused network output (``mode='tensor'``) is compared with that of an
-    unfused copy computing branch by branch; a relative error above ``tolerance`` raises, so a broken
-    fusion never produces silently wrong metrics. Parameters and FLOPs (mmengine's FlopAnalyzer, on the
-    first batch's shape) before and after fusion are logged.
+    Test: the runner's model is fused in place before the first test batch (the checkpoint is loaded by
+    then, and an EMAHook has swapped the EMA weights in: those are the ones fused). Its network output
+    (``mode='tensor'``) on that batch is computed branch by branch first and compared with the fused
+    output; a relative error above ``tolerance`` raises, so a broken fusion never produces silently wrong
+    metrics. Parameters and FLOPs (mmengine's FlopAnalyzer, on the first batch's shape) before and after
+    fusion are logged. No copy of the model is made (on a GPU it would double its memory).
 
-    Training: the training model is never touched. With ``fuse_val=True`` each validation runs on a
-    fused copy instead (the deployed accuracy while training; the copy is dropped afterwards).
+    Training: the training model is never changed. With ``fuse_val=True`` each validation runs its PDDR
+    layers through their fused kernels (``forward_path='fused'``: the deploy form's computation, built on
+    the fly), so the logged accuracy is the deployed one; no copy of the model is made.
 
     Args:
         fuse_test: fuse the model before testing.
@@ -44,10 +45,9 @@ class PDDRDeployHook(Hook):
                  log_complexity: bool = True) -> None:
         self.fuse_test, self.fuse_val = fuse_test, fuse_val
         self.check_outputs, self.tolerance, self.log_complexity = check_outputs, tolerance, log_complexity
-        self._reference = None
         self._params_before = None
         self._first_batch = False
-        self._train_model = None
+        self._val_paths = None
         self.last_error: Optional[float] = None  # of the latest check, for the logs and tests
 
     # ------------------------------------------------------------------ test
@@ -68,13 +68,8 @@ class PDDRDeployHook(Hook):
         if is_deployed(model):
             print_log('PDDRDeployHook: the model is already in deploy (fused) form', logger='current')
             return
-        need_ref = self.check_outputs or self.log_complexity
-        self._reference = unfused_reference(model) if need_ref else None
         self._params_before = count_params(model)
-        num = switch_to_deploy(model)
-        print_log(f'PDDRDeployHook: fused {num} PDConv2d layers for testing', logger='current')
-        self._first_batch = True
-        self._skip_ema_swap_back(runner)
+        self._first_batch = True  # fused there, once the first batch can check it
 
     @staticmethod
     def _skip_ema_swap_back(runner) -> None:
@@ -91,35 +86,37 @@ class PDDRDeployHook(Hook):
         if not self._first_batch:
             return
         self._first_batch = False
-        reference, self._reference = self._reference, None
         model = self._tested_model(runner)
         if isinstance(unwrap(runner.model), BaseTTAModel) and isinstance(data_batch, dict):
             data_batch = {k: v[0] for k, v in data_batch.items()}  # TTA: the first augmentation's batch
         with torch.no_grad():
             data = model.data_preprocessor(data_batch, False)  # as test_step does
+        expected, flops_before = None, None
+        if self.check_outputs or self.log_complexity:
+            with forward_path(model, 'branches'):  # the unfused reference, before fusing in place
+                expected = tensor_forward(model, data) if self.check_outputs else None
+                flops_before = self._flops(model, data) if self.log_complexity else None
+        num = switch_to_deploy(model)
+        print_log(f'PDDRDeployHook: fused {num} PDConv2d layers for testing', logger='current')
+        self._skip_ema_swap_back(runner)
         if self.log_complexity:
-            self._log_complexity(reference, model, data)
+            print_log(f"PDDRDeployHook: input {tuple(data['inputs'].shape)}: params "
+                      f'{format_count(self._params_before)} -> {format_count(count_params(model))}, FLOPs '
+                      f'{format_count(flops_before)} -> {format_count(self._flops(model, data))} (unfused -> fused)',
+                      logger='current')
         if self.check_outputs:
-            self._check(reference, model, data)
+            self._check(expected, model, data)
 
-    def _log_complexity(self, reference, model, data) -> None:
-        inputs, samples = data['inputs'], data.get('data_samples')
-        flops = []
-        for m in (reference, model):
-            try:
-                flops.append(count_flops(m, inputs, samples))
-            except Exception as e:  # tracing can fail on exotic heads; the check must still run
-                print_log(f'PDDRDeployHook: FLOPs could not be counted ({type(e).__name__}: {e})',
-                          logger='current', level=30)
-                flops.append(None)
-        print_log(
-            f'PDDRDeployHook: input {tuple(inputs.shape)}: params {format_count(self._params_before)} -> '
-            f'{format_count(count_params(model))}, FLOPs {format_count(flops[0])} -> {format_count(flops[1])} '
-            '(unfused -> fused)',
-            logger='current')
+    @staticmethod
+    def _flops(model, data) -> Optional[int]:
+        try:
+            return count_flops(model, data['inputs'], data.get('data_samples'))
+        except Exception as e:  # tracing can fail on exotic heads; the check must still run
+            print_log(f'PDDRDeployHook: FLOPs could not be counted ({type(e).__name__}: {e})', logger='current',
+                      level=30)
+            return None
 
-    def _check(self, reference, model, data) -> None:
-        expected = tensor_forward(reference, data)
+    def _check(self, expected, model, data) -> None:
         actual = tensor_forward(model, data)
         err = compare_outputs(actual, expected)
         self.last_error = err
@@ -133,13 +130,15 @@ class PDDRDeployHook(Hook):
 
     # ------------------------------------------------------------------ validation while training
     def before_val_epoch(self, runner) -> None:
-        if not self.fuse_val or not pd_layers(unwrap(runner.model)) or is_deployed(unwrap(runner.model)):
+        layers = [m for m in pd_layers(unwrap(runner.model)) if not m.deploy]
+        if not self.fuse_val or not layers:
             return
-        fused, num = fused_copy(runner.model)
-        print_log(f'PDDRDeployHook: validating a fused copy of the model ({num} PDConv2d layers fused)',
+        self._val_paths = forward_path(unwrap(runner.model), 'fused')
+        self._val_paths.__enter__()
+        print_log(f'PDDRDeployHook: validating through the fused kernels of {len(layers)} PDConv2d layers',
                   logger='current')
-        self._train_model, runner.model = runner.model, fused
 
     def after_val_epoch(self, runner, metrics=None) -> None:
-        if self._train_model is not None:
-            runner.model, self._train_model = self._train_model, None
+        if self._val_paths is not None:
+            self._val_paths.__exit__(None, None, None)
+            self._val_paths = None

@@ -34,16 +34,16 @@ def test_training_untouched_and_fused_validation(tmp_path, monkeypatch):
     validated = []
     real_val_step = type(unwrap(runner.model)).val_step
 
-    def spy_val_step(model, data):  # records which model the val loop ran
-        validated.append((id(model), is_deployed(model)))
+    def spy_val_step(model, data):  # records which model the val loop ran, and its layers' paths
+        validated.append((id(model), {m.forward_path for m in model.modules() if isinstance(m, PDConv2d)}))
         return real_val_step(model, data)
 
     monkeypatch.setattr(type(unwrap(runner.model)), 'val_step', spy_val_step)
     runner.train()
     model = unwrap(runner.model)
-    # validation ran on a fused copy, never on the training model
-    assert validated and all(deployed for _, deployed in validated)
-    assert all(i != id(model) for i, _ in validated)
+    # validation ran the training model itself (no copy) through the fused kernels, then back to 'auto'
+    assert validated and all(i == id(model) and paths == {'fused'} for i, paths in validated)
+    assert {m.forward_path for m in model.modules() if isinstance(m, PDConv2d)} == {'auto'}
     # the training model still has its branches, and still trains
     layers = [m for m in model.modules() if isinstance(m, PDConv2d)]
     assert layers and not any(m.deploy for m in layers) and all(hasattr(m, 'branches') for m in layers)
@@ -98,10 +98,11 @@ def test_hook_with_wrapped_model(tmp_path):
         wrapped = MMDistributedDataParallel(module=model)
         runner = SimpleNamespace(model=wrapped)
         hook = PDDRDeployHook(fuse_val=True)
+        paths = lambda: {m.forward_path for m in model.modules() if isinstance(m, PDConv2d)}  # noqa: E731
         hook.before_val_epoch(runner)
-        assert runner.model is not wrapped and is_deployed(runner.model) and not is_deployed(model)
+        assert runner.model is wrapped and paths() == {'fused'} and not is_deployed(model)
         hook.after_val_epoch(runner)
-        assert runner.model is wrapped
+        assert runner.model is wrapped and paths() == {'auto'}
         hook.before_test_epoch(runner)
         hook.before_test_iter(runner, 0, make_batch(model, 2, (32, 32)))
         assert runner.model is wrapped and is_deployed(model) and hook.last_error <= 1e-5
@@ -121,6 +122,20 @@ def corrupting_fusion(real):
         return num
 
     return fuse_and_corrupt
+
+
+def test_no_copy_of_the_model(tmp_path, monkeypatch):
+    """Testing fuses in place and checks against the same model's branch-by-branch outputs: on a GPU a copy
+    would double the model's memory."""
+    import copy
+    runner = make_runner(tmp_path, 'nocopy')
+    randomize_bn(runner.model, seed=1)
+    copied = []
+    real_deepcopy = copy.deepcopy
+    monkeypatch.setattr(copy, 'deepcopy', lambda x, *a: copied.append(type(x).__name__) or real_deepcopy(x, *a))
+    runner.test()
+    assert is_deployed(unwrap(runner.model)) and deploy_hook_of(runner).last_error <= 1e-5
+    assert not [name for name in copied if name == type(unwrap(runner.model)).__name__]
 
 
 def test_mismatch_check_fires(tmp_path, monkeypatch):
