@@ -8,7 +8,7 @@ from .branches import BranchCfg, branch_class, check_branch_list
 # the paper's four branches: two kxk convs, a group conv and the kx1 + 1xk skeleton pair
 DEFAULT_BRANCHES = ('standard', 'standard', 'group', 'skeleton')
 MODES = ('A', 'B')
-FORWARD_PATHS = ('auto', 'branches', 'fused')
+FORWARD_PATHS = ('auto', 'branches', 'fused', 'stacked')
 
 
 @dataclass(frozen=True)
@@ -26,8 +26,10 @@ class PDArgs:
         reduction: hidden width of the refinement module is ``in_channels // reduction`` (PD-B).
         temperature: softmax temperature of the refinement (PD-B; 1 is the paper's softmax).
         forward_path: 'auto' runs the fused kernels whenever every branch BN is in eval mode (frozen, or
-            the model in eval) and the branches otherwise; 'branches' and 'fused' force one path, for
-            debugging. Both give the same outputs and gradients.
+            the model in eval) and the branches otherwise; 'branches' and 'fused' force one path. 'stacked'
+            (PD-B, frozen BN) convolves with every branch kernel at once and mixes the outputs per sample
+            (``stacked_conv2d``), for backends whose grouped convolutions are slow. All give the same
+            outputs and gradients.
         deploy: build the deploy form directly (to load a checkpoint written after ``switch_to_deploy``).
     """
     mode: str = 'A'

@@ -11,7 +11,7 @@ from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .branches import LayerSpec, branch_class, branch_name, build_branch
-from .fusion import bn_scale_shift, full_precision, mixed_conv2d, sum_kernels
+from .fusion import bn_scale_shift, full_precision, mixed_conv2d, stacked_conv2d, sum_kernels
 from .mixed_conv import MixedConv2d
 from .pd_args import PDArgs
 from .refine import Refinement
@@ -155,9 +155,9 @@ class PDConv2d(BaseModule):
         if self.forward_path == 'branches':
             return False
         frozen = not any(bn.training for bn in self._bn_layers())
-        if self.forward_path == 'fused' and not frozen:
-            raise RuntimeError("forward_path='fused' needs every branch BN in eval mode (frozen): BN in "
-                               "training mode normalises with batch statistics, which have no fixed fold")
+        if self.forward_path in ('fused', 'stacked') and not frozen:
+            raise RuntimeError(f"forward_path={self.forward_path!r} needs every branch BN in eval mode (frozen): BN "
+                               "in training mode normalises with batch statistics, which have no fixed fold")
         return frozen
 
     @torch.no_grad()
@@ -239,8 +239,8 @@ class PDConv2d(BaseModule):
                 kernel, bias = self.kernel_bias()
             if self.mode == 'A':
                 return F.conv2d(x, kernel, bias, layer.stride, layer.padding, layer.dilation, layer.groups)
-            return mixed_conv2d(x, self.refine(x), kernel, bias, layer.stride, layer.padding, layer.dilation,
-                                layer.groups)
+            conv = stacked_conv2d if self.forward_path == 'stacked' else mixed_conv2d
+            return conv(x, self.refine(x), kernel, bias, layer.stride, layer.padding, layer.dilation, layer.groups)
         # summed in place: a fresh activation-sized tensor per add costs memory, and BN saves its input,
         # not its output, for backward
         outs = [branch(x) for branch in self.branches]

@@ -30,13 +30,15 @@ def test_every_path_keeps_the_autocast_dtype(mode):
             outs['branches (BN training)'] = copy.deepcopy(layer).train()(x)  # a copy: it updates BN statistics
             layer.forward_path = 'branches'
             outs['branches (BN frozen)'] = layer(x)
+            layer.forward_path = 'stacked'
+            outs['stacked (BN frozen)'] = layer(x)
             layer.forward_path = 'auto'
             outs['fused (BN frozen)'] = layer(x)
             pddr_mm.switch_to_deploy(layer)
             outs['deployed'] = layer(x)
     for path, out in outs.items():
         assert out.dtype == torch.bfloat16, path
-    for path in ('branches (BN frozen)', 'fused (BN frozen)', 'deployed'):
+    for path in ('branches (BN frozen)', 'stacked (BN frozen)', 'fused (BN frozen)', 'deployed'):
         assert max_rel_error(outs[path].float(), reference) < BF16_TOL, path
 
 

@@ -1,4 +1,5 @@
-"""Frozen-BN training through the fused kernel: same outputs, loss and gradients as the branches."""
+"""Frozen-BN training through the fused kernels ('auto': per-sample kernels for PD-B; 'stacked': one dense
+convolution over the branch kernels, mixed per sample): same outputs, loss and gradients as the branches."""
 import pytest
 import torch
 
@@ -20,32 +21,34 @@ def run(layer, x, path):
     return out.detach(), terms.detach(), {n: p.grad.clone() for n, p in layer.named_parameters()}
 
 
+@pytest.mark.parametrize('path', ['auto', 'stacked'])
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
 @pytest.mark.parametrize('branches,mode', SUBSETS_AND_MODES)
-def test_online_path_equals_branches(branches, mode, dtype):
+def test_online_path_equals_branches(branches, mode, dtype, path):
     if 'identity' in branches:
         branches = tuple(b for b in branches if b != 'identity')
     check_online_path(make_layer(mode, branches, dtype=dtype, stride=2, bias=True, reduction=2),
-                      torch.randn(3, 8, 11, 10, dtype=dtype))
+                      torch.randn(3, 8, 11, 10, dtype=dtype), path)
 
 
+@pytest.mark.parametrize('path', ['auto', 'stacked'])
 @pytest.mark.parametrize('mode', ['A', 'B'])
 @pytest.mark.parametrize('cin,cout,k,groups,branch_groups,branches', LAYER_KINDS)
 def test_online_path_equals_branches_in_grouped_depthwise_and_1x1_layers(cin, cout, k, groups, branch_groups,
-                                                                          branches, mode):
+                                                                          branches, mode, path):
     layer = make_layer(mode, branches, cin=cin, cout=cout, k=k, groups=groups, branch_groups=branch_groups,
                        dtype=torch.float64, bias=True, reduction=2)
-    check_online_path(layer, torch.randn(2, cin, 7, 9, dtype=torch.float64))
+    check_online_path(layer, torch.randn(2, cin, 7, 9, dtype=torch.float64), path)
 
 
-def check_online_path(layer, x):
+def check_online_path(layer, x, path='auto'):
     dtype = x.dtype
     layer.train()
     for m in layer.modules():  # frozen BN, as with norm_eval=True
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
             m.eval()
     out_b, terms_b, grads_b = run(layer, x, 'branches')
-    out_f, terms_f, grads_f = run(layer, x, 'auto')  # auto picks the fused path: BNs are frozen
+    out_f, terms_f, grads_f = run(layer, x, path)  # auto picks the fused path: BNs are frozen
     tol = TOL[dtype]
     assert max_rel_error(out_f, out_b) <= tol
     # the loss relative to the size of its terms (their signs cancel in the sum)
@@ -70,8 +73,9 @@ def test_auto_uses_branches_when_bn_trains():
     assert not calls, 'eval mode runs the fused convolution'
 
 
-def test_forcing_fused_path_with_training_bn_raises():
+@pytest.mark.parametrize('path', ['fused', 'stacked'])
+def test_forcing_fused_path_with_training_bn_raises(path):
     layer = make_layer('B').train()
-    layer.forward_path = 'fused'
+    layer.forward_path = path
     with pytest.raises(RuntimeError, match='eval mode'):
         layer(torch.randn(2, 8, 6, 6))
