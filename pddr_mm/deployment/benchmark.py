@@ -201,12 +201,36 @@ def set_bn_state(model: nn.Module, frozen: bool) -> None:
             m.train(not frozen)
 
 
+def amp_dtype(device: torch.device) -> torch.dtype:
+    """The autocast dtype of mixed precision on ``device``: fp16 on CUDA (mmengine's AmpOptimWrapper), bf16 on CPU."""
+    return torch.float16 if device.type == 'cuda' else torch.bfloat16
+
+
+def train_step_fn(model: nn.Module, inputs: torch.Tensor, samples: list, amp: bool = False) -> Callable[[], None]:
+    """One training step of ``model`` (forward in mode='loss', backward, SGD step), under autocast with ``amp``
+    (with a gradient scaler on CUDA, as mmengine's AmpOptimWrapper)."""
+    optim = torch.optim.SGD(model.parameters(), lr=1e-6, momentum=0.9)
+    device = inputs.device
+    scaler = torch.amp.GradScaler(device.type, enabled=amp and device.type == 'cuda')
+
+    def fn():
+        optim.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=amp_dtype(device), enabled=amp):
+            losses = model(inputs, samples, mode='loss')
+            loss, _ = model.parse_losses(losses)
+        scaler.scale(loss).backward()
+        scaler.step(optim)
+        scaler.update()
+    return fn
+
+
 def benchmark_training(cfg: Config, checkpoint: Optional[str], batch_size: int, shape: Tuple[int, int],
-                       repeat: int, warmup: int, device: torch.device) -> Dict[str, Dict]:
+                       repeat: int, warmup: int, device: torch.device, amp: bool = False) -> Dict[str, Dict]:
     """Training-step time (forward + backward + SGD step) and memory, PD model vs plain, both BN states.
 
     ``bn_train``: every BN in training mode; ``bn_frozen``: every BN in eval mode (a config's
-    ``norm_eval`` is overridden in both, on the PD model and the baseline alike). Memory: on CUDA the
+    ``norm_eval`` is overridden in both, on the PD model and the baseline alike); ``amp``: under autocast
+    (``amp_dtype``). Memory: on CUDA the
     peak of ``torch.cuda.max_memory_allocated`` during a step minus the memory allocated before it; on
     CPU the bytes of the tensors autograd saves for backward in a step (the activation memory, which is
     what the training branches add), labelled as such.
@@ -217,25 +241,12 @@ def benchmark_training(cfg: Config, checkpoint: Optional[str], batch_size: int, 
     samples = [s.to(device) for s in data['data_samples']]  # the ground truth the loss reads: on the model's device
     results: Dict[str, Dict] = {}
     for bn_state in ('bn_train', 'bn_frozen'):
-        models, optims = {}, {}
+        models = {}
         for name, model in base.items():
             model = copy.deepcopy(model).to(device).train()  # mmdet's ResNet.train() applies norm_eval ...
             set_bn_state(model, frozen=bn_state == 'bn_frozen')  # ... which is overridden here, for both
             models[name] = model
-            optims[name] = torch.optim.SGD(model.parameters(), lr=1e-6, momentum=0.9)
-
-        def step(name):
-            model, optim = models[name], optims[name]
-
-            def fn():
-                optim.zero_grad(set_to_none=True)
-                losses = model(inputs, samples, mode='loss')
-                loss, _ = model.parse_losses(losses)
-                loss.backward()
-                optim.step()
-            return fn
-
-        fns = {name: step(name) for name in models}
+        fns = {name: train_step_fn(model, inputs, samples, amp) for name, model in models.items()}
         times = round_robin(fns, repeat, warmup, device)
         results.update({f'{bn_state}/{name}': dict(summarize(times[name], batch_size), params=count_params(model),
                                                    **_step_memory(fns[name], device))
