@@ -7,14 +7,15 @@ from mmengine.logging import print_log
 from mmengine.model import BaseTTAModel
 from mmengine.registry import HOOKS
 
-from pddr_mm.deployment.models import (compare_outputs, count_flops, count_params, format_count, fused_copy,
-                                       pd_layers, tensor_forward, unfused_reference, unwrap)
-from pddr_mm.ops import is_deployed, switch_to_deploy
+from pddr_mm.deployment.models import (compare_outputs, count_flops, count_params, deploy_kinds, format_count,
+                                       fused_copy, tensor_forward, unfused_reference, unwrap)
+from pddr_mm.ops import deploy_layers, is_deployed, switch_to_deploy
 
 
 @HOOKS.register_module()
 class PDDRDeployHook(Hook):
-    """Fuse every PDDR layer before testing, after the checkpoint is loaded, and check the fusion.
+    """Fuse every PDDR layer (and materialise every RPG layer) before testing, after the checkpoint is loaded,
+    and check the fusion.
 
     Test: the runner's model is fused in ``before_test_epoch`` (the checkpoint is loaded by then, and an
     EMAHook has swapped the EMA weights in: those are the ones fused). On
@@ -61,8 +62,8 @@ class PDDRDeployHook(Hook):
         if not self.fuse_test:
             return
         model = self._tested_model(runner)
-        if not pd_layers(model):
-            print_log('PDDRDeployHook: the model holds no PDConv2d, nothing to fuse', logger='current')
+        if not deploy_layers(model) and not is_deployed(model):
+            print_log('PDDRDeployHook: the model holds no PDConv2d or RPG layer, nothing to fuse', logger='current')
             return
         model.eval()
         if is_deployed(model):
@@ -71,8 +72,9 @@ class PDDRDeployHook(Hook):
         need_ref = self.check_outputs or self.log_complexity
         self._reference = unfused_reference(model) if need_ref else None
         self._params_before = count_params(model)
+        kinds = deploy_kinds(model)
         num = switch_to_deploy(model)
-        print_log(f'PDDRDeployHook: fused {num} PDConv2d layers for testing', logger='current')
+        print_log(f'PDDRDeployHook: fused {num} {kinds} layers for testing', logger='current')
         self._first_batch = True
         self._skip_ema_swap_back(runner)
 
@@ -133,10 +135,11 @@ class PDDRDeployHook(Hook):
 
     # ------------------------------------------------------------------ validation while training
     def before_val_epoch(self, runner) -> None:
-        if not self.fuse_val or not pd_layers(unwrap(runner.model)) or is_deployed(unwrap(runner.model)):
+        if not self.fuse_val or not deploy_layers(unwrap(runner.model)):
             return
+        kinds = deploy_kinds(unwrap(runner.model))
         fused, num = fused_copy(runner.model)
-        print_log(f'PDDRDeployHook: validating a fused copy of the model ({num} PDConv2d layers fused)',
+        print_log(f'PDDRDeployHook: validating a fused copy of the model ({num} {kinds} layers fused)',
                   logger='current')
         self._train_model, runner.model = runner.model, fused
 
