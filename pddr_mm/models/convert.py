@@ -21,7 +21,6 @@ function-preserving in eval mode.
 from collections import Counter, defaultdict
 from typing import Dict, Optional, Sequence, Tuple, Union
 
-import torch
 import torch.nn as nn
 from mmengine.logging import print_log
 from mmengine.model.weight_init import initialize

@@ -13,9 +13,10 @@ class RPGConv2d(nn.Module):
     """``kernel = (ring[index] * sign).view(shape) * scale``, then the convolution of the conv it replaces.
 
     ``index`` (int32) and ``sign`` x ``scale`` (``coef``, one float per kernel element: the sign is folded
-    into the layer's fixed scale, so the forward is one gather and one multiply) are non-persistent
-    buffers, rebuilt from the seed when the model is built. The gradient reaches the ring through the
-    gather: each ring entry gets the sum, over its uses, of sign x scale x the kernel element's gradient.
+    into the layer's fixed scale, so the forward is one gather and one multiply) are rebuilt from the seed
+    when the model is built. They are tensors moved with the module (``_apply``), not buffers: not in the
+    state dict, and not broadcast by DDP at every step. The gradient reaches the ring through the gather:
+    each ring entry gets the sum, over its uses, of sign x scale x the kernel element's gradient.
 
     The ring lives once, in the :class:`ModelRing` registered at the converted network's root; this layer
     only refers to it (not a submodule, so the ring is saved and optimised once). ``deploy_module()``
@@ -33,8 +34,12 @@ class RPGConv2d(nn.Module):
         self.bias: Optional[nn.Parameter] = conv.bias
         self.ring_id, self.scale = ring_id, float(scale)
         self.__dict__['ring'] = ring  # a reference, not a submodule
-        self.register_buffer('index', index.to(torch.int32), persistent=False)
-        self.register_buffer('coef', coef.to(conv.weight.dtype), persistent=False)
+        self.index = index.to(torch.int32)
+        self.coef = coef.to(conv.weight.dtype)
+
+    def _apply(self, fn, *args, **kwargs):
+        self.index, self.coef = fn(self.index), fn(self.coef)  # .to(device), .half(), ... as for buffers
+        return super()._apply(fn, *args, **kwargs)
 
     def kernel(self) -> Tensor:
         ring = self.ring.rings[self.ring_id]

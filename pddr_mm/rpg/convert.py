@@ -172,7 +172,8 @@ def format_report(report: Dict, model_name: str, rings: str, permutation: str, s
     """One line: what was converted (per kind), T, N, T/N, and what stayed plain (per reason)."""
     kinds = Counter(report['converted'].values())
     t, n = report['kernel_elements'], report['ring_size']
-    per_ring = '' if len(report['rings']) == 1 else f" in {len(report['rings'])} rings {[r['ring_size'] for r in report['rings']]}"
+    sizes = [r['ring_size'] for r in report['rings']]
+    per_ring = '' if len(sizes) == 1 else f' in {len(sizes)} rings {sizes}'
     reasons = Counter(report['plain'].values())
     plain = '; '.join(f'{k} {r}' for r, k in sorted(reasons.items(), key=lambda kv: -kv[1]))
     return (f"RPG: {sum(kinds.values())} convolutions of {model_name} generated from a {rings} ring "

@@ -36,7 +36,13 @@ class ModelRing(nn.Module):
         for ring, std in zip(self.rings, self.stds):
             ring.normal_(0, std)
 
+    def forward(self, x: Tensor) -> Tensor:
+        """The identity: the ring is a child of the converted network, and an ``nn.Sequential`` calls every
+        child in order; it passes the features on."""
+        return x
+
     def deploy_module(self) -> None:
+        """Nothing: the deployed network holds the generated kernels, not the ring."""
         return None
 
     @staticmethod
