@@ -7,6 +7,7 @@ PDDR or RPG model the trainable parameters (the degrees of freedom: an RPG model
 it left plain) are printed beside the deployed model's and the plain baseline's parameters.
 """
 import argparse
+from collections import Counter
 
 import torch
 from mmengine.analysis import get_model_complexity_info
@@ -17,9 +18,10 @@ from pddr_mm.deployment.benchmark import default_shape
 from pddr_mm.deployment.checkpoint import build_model
 from pddr_mm.deployment.configs import to_plain_config
 from pddr_mm.deployment.inputs import make_inputs
-from pddr_mm.deployment.models import (TensorMode, count_params, count_trainable, deploy_kinds, format_count,
-                                       fused_copy, set_forward_path)
-from pddr_mm.ops import deploy_layers, is_deployed, switch_to_deploy
+from pddr_mm.deployment.models import (TensorMode, count_params, count_trainable, format_count, fused_copy,
+                                       set_forward_path)
+from pddr_mm.ops import PDConv2d, deploy_layers, is_deployed, switch_to_deploy
+from pddr_mm.rpg import RPGConv2d
 from pddr_mm.utils.args import ImageShape, positive_int
 
 
@@ -41,7 +43,7 @@ def main(argv=None):
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
     model = build_model(cfg).eval()
-    kinds = deploy_kinds(model)
+    layers = Counter(type(m).__name__ for m in model.modules() if isinstance(m, (PDConv2d, RPGConv2d)))
     dof = None
     if deploy_layers(model):  # degrees of freedom of the training form, against the deployed and plain models
         dof = (count_trainable(model), count_params(fused_copy(model)[0]),
@@ -55,10 +57,13 @@ def main(argv=None):
     with torch.no_grad():
         info = get_model_complexity_info(TensorMode(model, data['data_samples']), inputs=(data['inputs'], ),
                                          show_table=args.show_table, show_arch=False)
-    if is_deployed(model) or (args.deploy and dof):
+    if is_deployed(model) or (args.deploy and layers):
         form = 'deployed (fused)'
+    elif layers:
+        form = f"unfused ({', '.join(w for k, w in (('PDConv2d', 'branches'), ('RPGConv2d', 'ring')) if k in layers)})"
     else:
-        form = f'unfused ({kinds} layers)' if dof else 'plain'
+        form = 'plain'
+    form += ''.join(f', {n} {kind}' for kind, n in sorted(layers.items()))
     split = '=' * 30
     if args.show_table:
         print(info['out_table'])
