@@ -18,11 +18,12 @@ from mmcv.cnn import fuse_conv_bn
 from mmengine.config import Config
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..ops import PDConv2d, fuse_pd_conv_bn, is_deployed, mix_kernels
+from ..ops import PDConv2d, deploy_layers, fuse_pd_conv_bn, is_deployed, mix_kernels
+from ..rpg import ModelRing
 from .checkpoint import build_model, load_model
 from .configs import to_plain_config
 from .inputs import is_detector, make_inputs
-from .models import count_flops, count_params, format_count, fused_copy, pd_layers, set_forward_path
+from .models import count_flops, count_params, count_trainable, format_count, fused_copy, set_forward_path
 
 MIN_REPEATS = 10  # fewer timed repeats than this get a warning: the p10 / p90 of so few are the extremes
 
@@ -95,11 +96,12 @@ def round_robin(fns: Dict[str, Callable[[], None]], repeat: int, warmup: int,
 
 
 def check_pddr(model: nn.Module, cfg: Config) -> None:
-    """Refuse a model without PDDR layers: its unfused, fused and plain forms are one network, and timing it
-    against itself gives ratios that mean nothing."""
-    if not pd_layers(model):
-        raise ValueError(f'{cfg.filename or "the config"} builds no PDDR layer (PDConv2d): its unfused, fused and '
-                         'baseline forms are the same network, so there is nothing to compare; pass a PDDR config')
+    """Refuse a model without PDDR or RPG layers: its unfused, fused and plain forms are one network, and timing
+    it against itself gives ratios that mean nothing."""
+    if not deploy_layers(model) and not is_deployed(model):
+        raise ValueError(f'{cfg.filename or "the config"} builds no PDDR layer (PDConv2d) or RPG layer: its unfused, '
+                         'fused and baseline forms are the same network, so there is nothing to compare; pass a PDDR '
+                         'or RPG config')
 
 
 def deployed_form(model: nn.Module) -> Tuple[nn.Module, int]:
@@ -186,8 +188,8 @@ def benchmark_inference(models: Dict[str, nn.Module], batch_size: int, shape: Tu
     if mixing is not None:
         fns['mixing'] = mixing[0]
     times = round_robin(fns, repeat, warmup, device)
-    out = {name: dict(summarize(times[name], batch_size), params=count_params(model), **_flops(model, inputs, samples))
-           for name, model in models.items()}
+    out = {name: dict(summarize(times[name], batch_size), params=count_params(model), trainable=count_trainable(model),
+                      **_flops(model, inputs, samples)) for name, model in models.items()}
     if mixing is not None:
         out['mixing'] = dict(summarize(times['mixing'], batch_size), layers=mixing[1])
     return out
@@ -274,7 +276,7 @@ def _step_memory(fn: Callable[[], None], device: torch.device) -> Dict:
     return dict(memory_mb=sum(storages.values()) / 2**20, memory_kind='autograd saved tensors per step (CPU)')
 
 
-INFER_HEADER = ('model', 'median ms', 'p10-p90 ms', 'images/s', 'params', 'FLOPs')
+INFER_HEADER = ('model', 'median ms', 'p10-p90 ms', 'images/s', 'params', 'trainable', 'FLOPs')
 TRAIN_HEADER = ('BN state', 'model', 'median ms', 'p10-p90 ms', 'images/s', 'params', 'memory MB')
 
 
@@ -292,12 +294,28 @@ def _ratio(s: Dict) -> str:
 def _infer_table(inf: Dict[str, Dict]) -> str:
     return _table(INFER_HEADER, [(name, f"{r['median_ms']:.2f}", f"{r['p10_ms']:.2f}-{r['p90_ms']:.2f}",
                                   f"{r['images_per_s']:.1f}", format_count(r['params'], 2),
-                                  format_count(r['flops'], 2)) for name, r in inf.items()])
+                                  format_count(r['trainable'], 2), format_count(r['flops'], 2))
+                                 for name, r in inf.items()])
+
+
+def degrees_of_freedom(model: nn.Module, inference: Dict[str, Dict]) -> Dict:
+    """For a model with RPG rings: ``rpg_ring`` (ring entries) beside the trainable, deployed and plain parameter
+    counts of the inference rows; {} without rings."""
+    ring = sum(p.numel() for m in model.modules() if isinstance(m, ModelRing) for p in m.parameters())
+    return dict(rpg_ring=ring) if ring else {}
 
 
 def _notes(result: Dict) -> List[str]:
-    """The lines under the tables that qualify them: same network, FLOPs not counted, noise warnings."""
+    """The lines under the tables that qualify them: RPG's degrees of freedom, same network, FLOPs not counted,
+    noise warnings."""
     text = []
+    if result.get('rpg_ring'):
+        inf = result['inference']
+        rest = inf['unfused']['trainable'] - result['rpg_ring']
+        text.append(f"RPG degrees of freedom: {format_count(inf['unfused']['trainable'])} trainable parameters (ring "
+                    f"{format_count(result['rpg_ring'])} + other layers {format_count(rest)}) against "
+                    f"{format_count(inf['fused']['params'])} deployed and {format_count(inf['baseline']['params'])} in "
+                    "the plain baseline (the unfused row is the ring model)")
     if result['same_network']:
         text.append('note: fused and baseline are the same network (same parameter shapes: a fused PD-A model is '
                     'the plain one): their ratio shows the measurement noise, expect 1')
@@ -361,6 +379,8 @@ def run_benchmark(cfg: Config, checkpoint: Optional[str] = None, batch_size: int
                   threads=torch.get_num_threads(), batch_size=batch_size, shape=list(shape), repeat=repeat,
                   warmup=warmup, fused_layers=num, same_network=same_architecture(models['fused'], models['baseline']),
                   inference=inference, ratios={k: s['ratio'] for k, s in spread.items()}, ratio_spread=spread)
+    if 'unfused' in models:
+        result.update(degrees_of_freedom(models['unfused'], inference))
     del models
     compared = {k: s for k, s in spread.items() if not k.startswith('mixing')}  # mixing is a part, not a rival
     if train:
@@ -397,6 +417,7 @@ def benchmark_onnxruntime(cfg: Config, checkpoint: Optional[str] = None, batch_s
     times = round_robin(fns, repeat, warmup, torch.device('cpu'))
     models = {name: deployed_form(model)[0] for name, model in models.items()}  # as the runtime folds them
     inference = {name: dict(summarize(times[name], batch_size), params=count_params(model),
+                            trainable=count_trainable(model),
                             conv_nodes=exports[name]['conv_nodes'], loops=exports[name]['loops'],
                             **_flops(model, inputs, samples)) for name, model in models.items()}
     threads = sessions['fused'].get_session_options().intra_op_num_threads

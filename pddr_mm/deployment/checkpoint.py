@@ -1,4 +1,4 @@
-"""Training checkpoint -> deploy checkpoint + config, and for PD-A the stock plain ones
+"""Training checkpoint -> deploy checkpoint + config, and for PD-A and RPG models the stock plain ones
 (``tools/model_converters/reparameterize.py``)."""
 import os
 import os.path as osp
@@ -17,7 +17,7 @@ from pddr_mm.ops import switch_to_deploy
 
 from .configs import is_deploy_cfg, to_deploy_config, to_plain_config
 from .inputs import make_inputs
-from .models import compare_outputs, tensor_forward, unfused_reference
+from .models import compare_outputs, deploy_kinds, tensor_forward, unfused_reference
 from .plain import PlainMappingError, pd_b_layers, plain_state_dict
 
 
@@ -137,8 +137,9 @@ def convert_checkpoint(cfg: Config,
     branch); a relative error above ``tolerance`` raises. The checkpoint's ``meta`` (dataset_meta ...)
     is kept; optimizer and scheduler states are dropped.
 
-    With ``plain`` and every PDDR layer PD-A, also ``<config>_plain.py`` and ``<checkpoint>_plain.pth``: the
-    stock model (no pddr_mm) computing the same, checked against the fused one the same way. Returns
+    With ``plain`` and every PDDR layer PD-A (an RPG model has none left: it deploys as the plain network), also
+    ``<config>_plain.py`` and ``<checkpoint>_plain.pth``: the stock model (no pddr_mm) computing the same, checked
+    against the fused one the same way. Returns
     (deploy config path, deploy checkpoint path, info); info holds ``plain_config``/``plain_checkpoint``, or
     ``plain_skipped`` (why not).
     """
@@ -154,9 +155,10 @@ def convert_checkpoint(cfg: Config,
     load_weights(model, ckpt, checkpoint, cfg)
     model.eval()
     reference = unfused_reference(model)
+    kinds = deploy_kinds(model)
     num = switch_to_deploy(model)
     if num == 0:
-        raise ConversionError(f'{checkpoint}: the model of this config holds no trainable PDDR layer to fuse')
+        raise ConversionError(f'{checkpoint}: the model of this config holds no trainable PDDR or RPG layer to fuse')
 
     deployed = build_model(deploy_cfg).eval()
     deployed.load_state_dict(model.state_dict(), strict=True)
@@ -171,7 +173,7 @@ def convert_checkpoint(cfg: Config,
     meta = _python(dict(ckpt.get('meta', {}) or {}))
     source = dict(source_checkpoint=osp.abspath(checkpoint), fused_layers=num, check_error=err)
     _save(out_dir, cfg_path, ckpt_path, deploy_cfg, deployed, dict(meta, pddr_deploy=source))
-    info = dict(fused_layers=num, check_error=err)
+    info = dict(fused_layers=num, kinds=kinds, check_error=err)
     if plain:
         pd_b = pd_b_layers(deployed)
         if pd_b:

@@ -8,7 +8,8 @@ import torch.nn as nn
 from mmengine.model import is_model_wrapper
 from torch import Tensor
 
-from pddr_mm.ops import PDConv2d, switch_to_deploy
+from pddr_mm.ops import PDConv2d, deploy_layers, switch_to_deploy
+from pddr_mm.rpg import ModelRing
 from pddr_mm.utils import flatten_tensors, max_rel_error
 
 
@@ -19,6 +20,13 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 def pd_layers(model: nn.Module) -> List[PDConv2d]:
     return [m for m in model.modules() if isinstance(m, PDConv2d)]
+
+
+def deploy_kinds(model: nn.Module) -> str:
+    """What :func:`pddr_mm.switch_to_deploy` would switch in ``model``, for logs: 'PDConv2d', 'RPGConv2d', or both
+    joined by ' and '."""
+    kinds = sorted({type(m).__name__ for m in deploy_layers(model) if not isinstance(m, ModelRing)})
+    return ' and '.join(kinds) or 'no'
 
 
 def set_forward_path(model: nn.Module, forward_path: str) -> None:
@@ -56,6 +64,12 @@ def fused_copy(model: nn.Module) -> Tuple[nn.Module, int]:
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def count_trainable(model: nn.Module) -> int:
+    """The degrees of freedom training moves: parameters with ``requires_grad`` (an RPG model: its rings plus
+    every layer it left plain; the generated kernels are not parameters)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def format_count(n: Optional[float], digits: int = 3) -> str:

@@ -7,14 +7,15 @@ from mmengine.logging import print_log
 from mmengine.model import BaseTTAModel
 from mmengine.registry import HOOKS
 
-from pddr_mm.deployment.models import (compare_outputs, count_flops, count_params, format_count, forward_path,
-                                       pd_layers, tensor_forward, unwrap)
-from pddr_mm.ops import is_deployed, switch_to_deploy
+from pddr_mm.deployment.models import (compare_outputs, count_flops, count_params, deploy_kinds, format_count,
+                                       forward_path, pd_layers, tensor_forward, unwrap)
+from pddr_mm.ops import deploy_layers, is_deployed, switch_to_deploy
 
 
 @HOOKS.register_module()
 class PDDRDeployHook(Hook):
-    """Fuse every PDDR layer before testing, after the checkpoint is loaded, and check the fusion.
+    """Fuse every PDDR layer (and materialise every RPG layer) before testing, after the checkpoint is loaded,
+    and check the fusion.
 
     Test: the runner's model is fused in place before the first test batch (the checkpoint is loaded by
     then, and an EMAHook has swapped the EMA weights in: those are the ones fused). Its network output
@@ -61,8 +62,8 @@ class PDDRDeployHook(Hook):
         if not self.fuse_test:
             return
         model = self._tested_model(runner)
-        if not pd_layers(model):
-            print_log('PDDRDeployHook: the model holds no PDConv2d, nothing to fuse', logger='current')
+        if not deploy_layers(model) and not is_deployed(model):
+            print_log('PDDRDeployHook: the model holds no PDConv2d or RPG layer, nothing to fuse', logger='current')
             return
         model.eval()
         if is_deployed(model):
@@ -96,8 +97,9 @@ class PDDRDeployHook(Hook):
             with forward_path(model, 'branches'):  # the unfused reference, before fusing in place
                 expected = tensor_forward(model, data) if self.check_outputs else None
                 flops_before = self._flops(model, data) if self.log_complexity else None
+        kinds = deploy_kinds(model)
         num = switch_to_deploy(model)
-        print_log(f'PDDRDeployHook: fused {num} PDConv2d layers for testing', logger='current')
+        print_log(f'PDDRDeployHook: fused {num} {kinds} layers for testing', logger='current')
         self._skip_ema_swap_back(runner)
         if self.log_complexity:
             print_log(f"PDDRDeployHook: input {tuple(data['inputs'].shape)}: params "
@@ -130,6 +132,7 @@ class PDDRDeployHook(Hook):
 
     # ------------------------------------------------------------------ validation while training
     def before_val_epoch(self, runner) -> None:
+        # RPG layers compute with their generated kernels, what their deploy form holds: nothing to switch
         layers = [m for m in pd_layers(unwrap(runner.model)) if not m.deploy]
         if not self.fuse_val or not layers:
             return

@@ -3,7 +3,8 @@
 A PDDR layer stands for a convolution whose output feeds only a BatchNorm: its branch BNs take that
 BN's place. Which convolutions those are is read from the network itself, not from a list per
 architecture: one forward (training mode, autograd on) on a copy of the network records every
-convolution's output tensor and every module's input tensor. A pair is (conv, BN) where
+convolution's output tensor and every module's input tensor (:func:`.layer_select.trace_conv_consumers`,
+which RPG shares). A pair is (conv, BN) where
 
 * the BN's input *is* the conv's output (the same tensor object, not modified in place in between),
 * both are called exactly once, and
@@ -17,15 +18,11 @@ pre-hook maps a plain checkpoint's conv + BN keys to the PDConv2d's (``plain_to_
 ``init_cfg=dict(type='Pretrained')``, ``load_from`` or ``load_state_dict`` starts the converted network
 function-preserving in eval mode.
 """
-import copy
-import re
 from collections import Counter, defaultdict
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
-import torch
 import torch.nn as nn
 from mmengine.logging import print_log
-from mmengine.model import revert_sync_batchnorm
 from mmengine.model.weight_init import initialize
 from mmengine.registry import MODELS
 from torch import Tensor
@@ -33,7 +30,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..ops import PDArgs, PDConv2d, filter_branches
 from ..ops.branches import same_padding
-from ..utils import flatten_tensors
+from ..utils import set_module
+from .layer_select import check_selection, conv_kind, excluded_by_name, trace_conv_consumers
 from .plain_to_pd import plain_to_pd_layer
 
 KernelSizes = Optional[Sequence[Union[int, Tuple[int, int]]]]
@@ -47,117 +45,6 @@ try:
     _FOLDABLE_NORMS[_BatchNormXd] = 'BN'
 except ImportError:  # older mmengine
     pass
-_NORMS = (_BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm, nn.LocalResponseNorm)
-
-
-def _conv_types() -> Tuple[type, ...]:
-    """Conv classes computing exactly ``nn.Conv2d.forward`` (mmcv's wrapper only adds empty-input support)."""
-    types = [nn.Conv2d]
-    try:
-        from mmcv.cnn.bricks.wrappers import Conv2d as MMCVConv2d
-        types.append(MMCVConv2d)
-    except ImportError:
-        pass
-    return tuple(types)
-
-
-# --------------------------------------------------------------------------------------------- trace
-def _consumer_counts(outputs: List[Tensor]) -> Counter:
-    """How many edges of the autograd graph (reachable from ``outputs``) point at each node; a returned
-    tensor counts as one more consumer of its node."""
-    counts: Counter = Counter(t.grad_fn for t in outputs if t.grad_fn is not None)
-    stack, seen = list(counts), set(counts)
-    while stack:
-        node = stack.pop()
-        for nxt, _ in node.next_functions:
-            if nxt is None:
-                continue
-            counts[nxt] += 1
-            if nxt not in seen:
-                seen.add(nxt)
-                stack.append(nxt)
-    return counts
-
-
-def trace_conv_consumers(model: nn.Module, inputs: Tensor) -> Tuple[Dict[str, Tuple[Optional[str], str]], int]:
-    """For every Conv2d of ``model`` (by name): (name of the BN it pairs with, or None; why / what).
-
-    Runs one forward on a copy of ``model`` (training mode, SyncBN reverted to BN so it runs on one CPU,
-    ``with_cp`` off so that the graph is recorded), so the model itself, its BN statistics and the global
-    RNG are untouched. Also returns the number of BN modules found (0: nothing to pair).
-    """
-    clone = revert_sync_batchnorm(copy.deepcopy(model))
-    for m in clone.modules():
-        if isinstance(getattr(m, 'with_cp', None), bool):
-            m.with_cp = False  # checkpointing runs the forward without a graph
-    conv_types = _conv_types()
-    conv_out: Dict[str, List[Tuple[Tensor, Any]]] = defaultdict(list)
-    received: Dict[int, List[Tuple[str, Any]]] = defaultdict(list)  # id(tensor) -> [(leaf name, grad_fn)]
-    calls: Counter = Counter()
-    keep: List[Tensor] = []  # every recorded tensor stays alive, so that ids are not reused
-    handles = []
-
-    def on_conv(name):
-        def hook(module, args, out):
-            conv_out[name].append((out, out.grad_fn))
-            keep.append(out)
-        return hook
-
-    def on_leaf(name):
-        def hook(module, args):
-            calls[name] += 1
-            if args and isinstance(args[0], Tensor):
-                keep.append(args[0])
-                received[id(args[0])].append((name, args[0].grad_fn))
-        return hook
-
-    names = {}
-    for name, m in clone.named_modules():
-        names[name] = m
-        if isinstance(m, conv_types):
-            handles.append(m.register_forward_hook(on_conv(name)))
-        if not any(True for _ in m.children()) or isinstance(m, _NORMS):
-            handles.append(m.register_forward_pre_hook(on_leaf(name)))
-    try:
-        with torch.random.fork_rng(devices=[]), torch.enable_grad():
-            clone.train()
-            outputs = flatten_tensors(clone(inputs.detach().requires_grad_()))  # the caller's tensor is left as it is
-    finally:
-        for h in handles:
-            h.remove()
-    counts = _consumer_counts(outputs)
-
-    result: Dict[str, Tuple[Optional[str], str]] = {}
-    for name, m in names.items():
-        if not isinstance(m, nn.Conv2d):
-            continue
-        if type(m) not in conv_types:
-            result[name] = (None, f'{type(m).__name__} has its own forward')
-            continue
-        if len(conv_out[name]) != 1:
-            result[name] = (None, 'not called in the traced forward' if not conv_out[name] else
-                            f'called {len(conv_out[name])} times (shared weights)')
-            continue
-        out, node = conv_out[name][0]
-        takers = [(n, fn) for n, fn in received.get(id(out), []) if n != name]
-        norms = [(n, fn) for n, fn in takers if isinstance(names[n], _NORMS)]
-        if not norms:
-            result[name] = (None, 'output not followed by a BatchNorm')
-            continue
-        norm_name, seen_fn = norms[0]
-        norm = names[norm_name]
-        if not isinstance(norm, _BatchNorm):
-            result[name] = (None, f'followed by {type(norm).__name__}, which cannot be folded')
-        elif node is None:
-            result[name] = (None, 'output not in the autograd graph')
-        elif len(takers) > 1 or counts[node] != 1 or seen_fn is not node:
-            result[name] = (None, 'output used elsewhere too (not only by its BatchNorm)')
-        elif calls[norm_name] != 1:
-            result[name] = (None, f'its BatchNorm {norm_name} is called {calls[norm_name]} times')
-        else:
-            result[name] = (norm_name, 'pair')
-    num_bn = sum(isinstance(m, _BatchNorm) for m in names.values())
-    return result, num_bn
 
 
 # --------------------------------------------------------------------------------------------- convert
@@ -187,39 +74,6 @@ def _padding(conv: nn.Conv2d) -> Optional[Tuple[int, int]]:
     return tuple(conv.padding)
 
 
-def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, attr = name.rpartition('.')
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, attr, module)  # ModuleList / Sequential children are attributes '0', '1', ...
-
-
-def _kind(conv: nn.Conv2d) -> str:
-    kind = 'x'.join(map(str, conv.kernel_size))
-    if conv.groups == 1:
-        return kind
-    depthwise = conv.groups == conv.in_channels == conv.out_channels
-    return f'{kind} depthwise' if depthwise else f'{kind} groups={conv.groups}'
-
-
-def _check_selection(kernel_sizes, include, exclude) -> None:
-    """Raise ValueError for selection arguments that would otherwise select silently wrong (a string taken
-    as a list of its characters) or fail obscurely (a malformed regular expression)."""
-    for key, patterns in (('include', include), ('exclude', exclude)):
-        if patterns is None:
-            continue
-        if isinstance(patterns, str) or not isinstance(patterns, Sequence):
-            raise ValueError(f'{key} must be a list of regular expressions, e.g. {key}=[{patterns!r}], '
-                             f'got {patterns!r}')
-        for pattern in patterns:
-            try:
-                re.compile(pattern)
-            except (re.error, TypeError) as e:
-                raise ValueError(f'{key}: {pattern!r} is not a regular expression ({e})') from e
-    if kernel_sizes is not None and (isinstance(kernel_sizes, (int, str)) or not isinstance(kernel_sizes, Sequence)):
-        raise ValueError(f'kernel_sizes must be a list of kernel sizes (k for kxk, or (kh, kw)), e.g. '
-                         f'kernel_sizes=[{kernel_sizes!r}], got {kernel_sizes!r}')
-
-
 def convert_to_pd(model: nn.Module,
                   inputs: Tensor,
                   kernel_sizes: KernelSizes = None,
@@ -241,25 +95,23 @@ def convert_to_pd(model: nn.Module,
     ``plain`` {conv name: reason}, ``dropped_branches`` {conv name: [(branch, reason)]}.
     """
     pd = PDArgs.create('convert_to_pd', pd_args)
-    _check_selection(kernel_sizes, include, exclude)
+    check_selection(include, exclude, kernel_sizes)
     found, num_bn = trace_conv_consumers(model, inputs)
     modules = dict(model.named_modules())
     converted, plain, dropped_branches = {}, {}, {}
     layers = getattr(model, 'pddr_layers', {})
-    for name, (norm_name, why) in found.items():
-        conv = modules[name]
-        if include is not None and not any(re.search(p, name) for p in include):
-            plain[name] = 'not matched by include'
-            continue
-        if exclude is not None and any(re.search(p, name) for p in exclude):
-            plain[name] = 'matched by exclude'
+    for name, trace in found.items():
+        conv, norm_name = modules[name], trace.norm
+        unselected = excluded_by_name(name, include, exclude)
+        if unselected:
+            plain[name] = unselected
             continue
         if not _kernel_selected(conv.kernel_size, kernel_sizes):
-            plain[name] = f'{_kind(conv)} kernel not in kernel_sizes' + (' (default: 3x3 and larger)'
+            plain[name] = f'{conv_kind(conv)} kernel not in kernel_sizes' + (' (default: 3x3 and larger)'
                                                                          if kernel_sizes is None else '')
             continue
         if norm_name is None:
-            plain[name] = why
+            plain[name] = trace.why
             continue
         bn = modules[norm_name]
         norm_cfg, padding = _norm_cfg(bn), _padding(conv)
@@ -285,9 +137,9 @@ def convert_to_pd(model: nn.Module,
             layer._is_init = True
         _copy_requires_grad(layer, conv, bn)
         layer.train(conv.training)
-        _set_module(model, name, layer)
-        _set_module(model, norm_name, nn.Identity())
-        converted[name] = _kind(conv)
+        set_module(model, name, layer)
+        set_module(model, norm_name, nn.Identity())
+        converted[name] = conv_kind(conv)
         layers[name] = dict(norm=norm_name, conv_bias=conv.bias is not None)
     model.pddr_layers = layers
     if layers and not getattr(model, '_pddr_hook', False):

@@ -1,4 +1,5 @@
-"""reparameterize.py on PD-A models: a plain config and checkpoint that stock mmdet loads without pddr_mm.
+"""reparameterize.py on PD-A and RPG models: a plain config and checkpoint that stock mmdet / mmpretrain load
+without pddr_mm.
 
 The plain model is built, loaded strictly and run in a subprocess that never imports pddr_mm; its
 output must match the fused PDDR model's. Random BN statistics, so a bias in the wrong place shows.
@@ -57,6 +58,12 @@ DETECTORS = {
         backbone=lambda pd: dict(type='PDResNet', **RESNET, **pd),
         neck=lambda pd: dict(**NECK, conv_cfg=dict(type='PDConv2d', branches=('standard', 'group'), **pd)),
         bbox_head=lambda pd: dict(type='PDRetinaHead', **HEAD, norm_cfg=dict(type='BN'), **pd)),
+    # RPGBackbone: its convolutions generated from a ring, materialised into plain ones (the PD arguments unused)
+    'rpg_backbone': dict(
+        backbone=lambda pd: dict(_delete_=True, type='RPGBackbone', trace_shape=(32, 32), ring_ratio=0.25,
+                                 permutation='block', backbone=dict(type='ResNet', **RESNET)),
+        neck=lambda pd: dict(**NECK),
+        bbox_head=lambda pd: dict(**HEAD)),
 }
 
 # mmpretrain's PDResNet (its blocks' BNs replaced) in an ImageClassifier
@@ -69,6 +76,14 @@ model = dict(
     neck=dict(type='GlobalAveragePooling'),
     head=dict(type='LinearClsHead', num_classes=3, in_channels=64))
 '''
+CLASSIFIERS = {
+    'mmpretrain_pdresnet': CLASSIFIER,
+    # mmpretrain's ResNet under RPGBackbone (the authors' 'full' permutation)
+    'mmpretrain_rpg': CLASSIFIER.replace(
+        f"backbone=dict(type='PDResNet', depth=18, base_channels=8, stem_channels=8, **{PD!r})",
+        "backbone=dict(type='RPGBackbone', ring_ratio=0.25, trace_shape=(32, 32), "
+        "backbone=dict(type='ResNet', depth=18, base_channels=8, stem_channels=8))"),
+}
 
 # run in a fresh interpreter outside the repository: stock mmengine / mmdet only
 STOCK_RUN = '''
@@ -106,9 +121,9 @@ def train_checkpoint(tmp_path, name: str, text: str) -> tuple:
     return cfg_path, ckpt
 
 
-@pytest.mark.parametrize('name', [*DETECTORS, 'mmpretrain_pdresnet'])
-def test_pd_a_model_ships_as_stock_checkpoint(tmp_path, name, capsys):
-    text = CLASSIFIER if name == 'mmpretrain_pdresnet' else retinanet(**DETECTORS[name])
+@pytest.mark.parametrize('name', [*DETECTORS, *CLASSIFIERS])
+def test_pd_a_and_rpg_models_ship_as_stock_checkpoint(tmp_path, name, capsys):
+    text = CLASSIFIERS[name] if name in CLASSIFIERS else retinanet(**DETECTORS[name])
     cfg_path, ckpt = train_checkpoint(tmp_path, name, text)
     out_dir = tmp_path / 'out'
     deploy_cfg, deploy_ckpt = reparameterize.main([cfg_path, ckpt, '--out-dir', str(out_dir)])
@@ -116,8 +131,8 @@ def test_pd_a_model_ships_as_stock_checkpoint(tmp_path, name, capsys):
     assert f'python tools/test.py {plain_cfg} {plain_ckpt}' in capsys.readouterr().out
 
     text = open(plain_cfg).read()
-    assert 'pddr_mm' not in text and "type='PD" not in text and 'PDDRDeployHook' not in text
-    plain_types = ('ResNet', ) if name == 'mmpretrain_pdresnet' else ('ResNet', 'FPN', 'RetinaHead')
+    assert 'pddr_mm' not in text and "type='PD" not in text and 'PDDRDeployHook' not in text and 'RPG' not in text
+    plain_types = ('ResNet', ) if name in CLASSIFIERS else ('ResNet', 'FPN', 'RetinaHead')
     assert all(f"type='{t}'" in text for t in plain_types)
 
     fused = build_model(Config.fromfile(deploy_cfg)).eval()
@@ -132,7 +147,7 @@ def test_pd_a_model_ships_as_stock_checkpoint(tmp_path, name, capsys):
     meta = torch.load(plain_ckpt, weights_only=True)['meta']
     assert meta['seed'] == 5 and meta['dataset_meta']['scale'] == [1.0, 1.0]
     assert meta['pddr_plain']['plain_error'] < 1e-5
-    assert len(actual) == len(expected) == (1 if name == 'mmpretrain_pdresnet' else 6)
+    assert len(actual) == len(expected) == (1 if name in CLASSIFIERS else 6)
     for a, e in zip(actual, expected):
         assert max_rel_error(a, e) <= 1e-5
 

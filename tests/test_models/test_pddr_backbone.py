@@ -108,8 +108,8 @@ def _fold_pairs(plain: nn.Module, pd_model: nn.Module) -> nn.Module:
         new.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
         old_bias = conv.bias if conv.bias is not None else 0
         new.bias.copy_(bn.bias + (old_bias - bn.running_mean) * scale)
-        pddr_mm.models.convert._set_module(folded, conv_name, new)
-        pddr_mm.models.convert._set_module(folded, info['norm'], nn.Identity())
+        pddr_mm.utils.set_module(folded, conv_name, new)
+        pddr_mm.utils.set_module(folded, info['norm'], nn.Identity())
     return folded
 
 

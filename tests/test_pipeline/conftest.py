@@ -30,10 +30,12 @@ def unique_visualizer(cfg) -> None:
     cfg.visualizer.name = f'visualizer_{uuid.uuid4().hex[:8]}'
 
 
-def tiny_config(data_root: str, work_dir: str, max_iters: int, val: bool = True, flip: bool = True, **extra):
-    """The demo PD-B RetinaNet on the tiny set: iteration-based, batch 4, evaluated at the end."""
+def tiny_config(data_root: str, work_dir: str, max_iters: int, val: bool = True, flip: bool = True,
+                config: str = DEMO_CONFIG, **extra):
+    """The demo PD-B RetinaNet (or another demo ``config``) on the tiny set: iteration-based, batch 4, evaluated
+    at the end."""
     from mmengine.config import Config
-    cfg = Config.fromfile(DEMO_CONFIG)
+    cfg = Config.fromfile(config)
     root = data_root.rstrip('/') + '/'
     for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
         loader.dataset.data_root = root

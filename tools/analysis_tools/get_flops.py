@@ -2,9 +2,12 @@
 
 Counted by mmengine.analysis.get_model_complexity_info on the forward in mode='tensor' of one generated,
 preprocessed image. Without --deploy the PDDR layers are counted branch by branch (the training
-structure); with --deploy after fusion (the deployed model).
+structure) and RPG layers as the ring model; with --deploy after fusion (the deployed model). For a
+PDDR or RPG model the trainable parameters (the degrees of freedom: an RPG model's ring plus the layers
+it left plain) are printed beside the deployed model's and the plain baseline's parameters.
 """
 import argparse
+from collections import Counter
 
 import torch
 from mmengine.analysis import get_model_complexity_info
@@ -13,9 +16,12 @@ from mmengine.config import Config, DictAction
 import pddr_mm  # noqa: F401  (registers the PDDR modules)
 from pddr_mm.deployment.benchmark import default_shape
 from pddr_mm.deployment.checkpoint import build_model
+from pddr_mm.deployment.configs import to_plain_config
 from pddr_mm.deployment.inputs import make_inputs
-from pddr_mm.deployment.models import TensorMode, pd_layers, set_forward_path
-from pddr_mm.ops import is_deployed, switch_to_deploy
+from pddr_mm.deployment.models import (TensorMode, count_params, count_trainable, format_count, fused_copy,
+                                       set_forward_path)
+from pddr_mm.ops import PDConv2d, deploy_layers, is_deployed, switch_to_deploy
+from pddr_mm.rpg import RPGConv2d
 from pddr_mm.utils.args import ImageShape, positive_int
 
 
@@ -37,6 +43,11 @@ def main(argv=None):
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
     model = build_model(cfg).eval()
+    layers = Counter(type(m).__name__ for m in model.modules() if isinstance(m, (PDConv2d, RPGConv2d)))
+    dof = None
+    if deploy_layers(model):  # degrees of freedom of the training form, against the deployed and plain models
+        dof = (count_trainable(model), count_params(fused_copy(model)[0]),
+               count_params(build_model(to_plain_config(cfg))))
     if args.deploy:
         switch_to_deploy(model)
     else:
@@ -46,13 +57,23 @@ def main(argv=None):
     with torch.no_grad():
         info = get_model_complexity_info(TensorMode(model, data['data_samples']), inputs=(data['inputs'], ),
                                          show_table=args.show_table, show_arch=False)
-    form = 'deployed (fused)' if is_deployed(model) else ('unfused (branches)' if pd_layers(model) else 'plain')
+    if is_deployed(model) or (args.deploy and layers):
+        form = 'deployed (fused)'
+    elif layers:
+        form = f"unfused ({', '.join(w for k, w in (('PDConv2d', 'branches'), ('RPGConv2d', 'ring')) if k in layers)})"
+    else:
+        form = 'plain'
+    form += ''.join(f', {n} {kind}' for kind, n in sorted(layers.items()))
     split = '=' * 30
     if args.show_table:
         print(info['out_table'])
-    print(f'{split}\nModel: {form}, {len(pd_layers(model))} PDConv2d\n'
-          f'Input shape: {tuple(data["inputs"].shape[1:])}\nFlops: {info["flops_str"]}\nParams: {info["params_str"]}\n'
-          f'{split}')
+    print(f'{split}\nModel: {form}\n'
+          f'Input shape: {tuple(data["inputs"].shape[1:])}\nFlops: {info["flops_str"]}\nParams: {info["params_str"]}')
+    if dof:
+        print(f'Trainable params (training form): {format_count(dof[0])}; deployed: {format_count(dof[1])}; plain '
+              f'baseline: {format_count(dof[2])}')
+        info['trainable_params'], info['deployed_params'], info['plain_params'] = dof
+    print(split)
     print('!!!Please be cautious if you use the results in papers. FLOPs are counted by mmengine\'s FlopAnalyzer '
           '(one multiply-add = 1 FLOP) on the forward in tensor mode; post-processing is not included.')
     return info

@@ -55,7 +55,7 @@ def main(argv=None):
                        data['data_samples'])
     axes = 'dynamic batch, height and width' if info['dynamic'] else f"static input shape {info['input_shape']}"
     print(f"exported {args.output_file}: opset {info['opset']}, {axes}, outputs {', '.join(info['output_names'])}; "
-          f"{info['fused_layers']} PDDR layers fused, {info['conv_nodes']} Conv nodes per forward, "
+          f"{info['fused_layers']} PDDR / RPG layers fused, {info['conv_nodes']} Conv nodes per forward, "
           f"{info['loops']} per-sample Loops")
     if args.verify:
         reference = reference_model(model)

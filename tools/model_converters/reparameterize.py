@@ -1,10 +1,11 @@
-"""Convert a PDDR training checkpoint into a deploy (fused) checkpoint and write the matching deploy config.
+"""Convert a PDDR or RPG training checkpoint into a deploy (fused) checkpoint and write the matching deploy config.
 
     python tools/model_converters/reparameterize.py CONFIG CHECKPOINT [--out-dir DIR]
 
 then ``python tools/test.py DIR/<config>_deploy.py DIR/<checkpoint>_deploy.pth`` gives the same metrics
-as testing the training checkpoint. A model whose PDDR layers are all PD-A also gets ``<config>_plain.py``
-and ``<checkpoint>_plain.pth``: the stock mmdet / mmpretrain model (pddr_mm not needed) computing the same.
+as testing the training checkpoint. A model whose PDDR layers are all PD-A, and an RPG model (its generated
+kernels materialised), also gets ``<config>_plain.py`` and ``<checkpoint>_plain.pth``: the stock mmdet /
+mmpretrain model (pddr_mm not needed) computing the same.
 """
 import argparse
 import math
@@ -37,7 +38,7 @@ def non_negative_float(text: str) -> float:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description='Fuse a PDDR training checkpoint for deployment')
+    parser = argparse.ArgumentParser(description='Fuse a PDDR or RPG training checkpoint for deployment')
     parser.add_argument('config', help='training config file')
     parser.add_argument('checkpoint', help='training checkpoint')
     parser.add_argument('--out-dir', help='where to write the deploy config and checkpoint '
@@ -61,7 +62,7 @@ def main(argv=None):
                                                        args.tolerance)
     except (OSError, ValueError, ConversionError) as e:  # the user's files; a failed fusion check still raises
         raise SystemExit(f'reparameterize.py: {e}') from None
-    print(f'fused {info["fused_layers"]} PDConv2d layers (fused vs unfused max relative error '
+    print(f'fused {info["fused_layers"]} {info["kinds"]} layers (fused vs unfused max relative error '
           f'{info["check_error"]:.2e})')
     print(f'deploy config:     {cfg_path}')
     print(f'deploy checkpoint: {ckpt_path}')

@@ -6,7 +6,7 @@ the inner backbone offers keeps working unchanged: ``out_indices``, ``frozen_sta
 ``with_cp``, its ``init_cfg``, and the keys of a plain detector or classifier checkpoint.
 """
 import copy
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -16,8 +16,9 @@ from ...ops import PDArgs
 from ..convert import KernelSizes, convert_to_pd
 
 
-def _build_inner(cfg: Dict) -> nn.Module:
-    """Build the inner backbone in the caller's scope (the runner's ``default_scope``: mmdet, mmpretrain).
+def _build_inner(cfg: Dict, owner: str = 'PDDRBackbone') -> nn.Module:
+    """Build the inner backbone of a builder (``owner``: PDDRBackbone, RPGBackbone) in the caller's scope
+    (the runner's ``default_scope``: mmdet, mmpretrain).
 
     Without a default scope, an unscoped type registered in exactly one downstream registry is taken from
     there; a type several of them know (``ResNet``) needs a scope: ``type='mmdet.ResNet'``.
@@ -31,13 +32,13 @@ def _build_inner(cfg: Dict) -> nn.Module:
     try:
         return MODELS.build(cfg)
     except KeyError as e:
-        raise KeyError(f'PDDRBackbone cannot build its inner backbone {type_!r} ({e}). Build the model in '
+        raise KeyError(f'{owner} cannot build its inner backbone {type_!r} ({e}). Build the model in '
                        "the config's scope (default_scope = 'mmdet' / 'mmpretrain'), or scope the type, e.g. "
                        "type='mmdet.ResNet'.") from e
 
 
 class NothingConvertedError(ValueError):
-    """PDDRBackbone found no conv + BN pair to convert; ``report`` is ``convert_to_pd``'s report."""
+    """A backbone builder converted no layer; ``report`` is the conversion's report (``converted``, ``plain``)."""
 
     def __init__(self, report: Dict, message: str) -> None:
         super().__init__(message)
@@ -45,21 +46,24 @@ class NothingConvertedError(ValueError):
 
 
 def convert_backbone(model: nn.Module, owner: str, in_channels: int = 3, trace_shape: Tuple[int, int] = (224, 224),
-                     **convert_args) -> nn.Module:
-    """``convert_to_pd`` on a built backbone, traced on 2 seeded random images of ``trace_shape``; raises
-    NothingConvertedError if no layer was converted (a plain network under a PDDR name would be wrong)."""
+                     convert: Callable[..., Dict] = convert_to_pd,
+                     hint: str = 'include / exclude / kernel_sizes, or use a backbone built of convolutions followed '
+                     'by BatchNorm', **convert_args) -> nn.Module:
+    """``convert(model, inputs, **convert_args)`` on a built backbone (``convert_to_pd``, or RPG's
+    ``convert_to_rpg``), traced on 2 seeded random images of ``trace_shape``; raises NothingConvertedError
+    if no layer was converted (a plain network under a PDDR / RPG name would be wrong), saying to check ``hint``."""
     if not (isinstance(trace_shape, Sequence) and len(trace_shape) == 2
             and all(isinstance(n, int) and n > 0 for n in trace_shape)):
         raise ValueError(f'{owner}: trace_shape must be (H, W) of positive ints, got {trace_shape!r}')
     gen = torch.Generator().manual_seed(0)
     inputs = torch.randn(2, in_channels if isinstance(in_channels, int) else 3, *trace_shape, generator=gen)
-    report = convert_to_pd(model, inputs, **convert_args)
+    report = convert(model, inputs, **convert_args)
     if not report['converted']:
         reasons = sorted(set(report['plain'].values()))
+        bns = f"{report['num_bn']} BatchNorms; " if 'num_bn' in report else ''
         raise NothingConvertedError(
-            report, f"{owner} converted no convolution of {type(model).__name__} ({report['num_bn']} BatchNorms; "
-            f'why each conv stayed plain: {reasons[:4]}). Check include / exclude / kernel_sizes, or use a '
-            'backbone built of convolutions followed by BatchNorm.')
+            report, f"{owner} converted no convolution of {type(model).__name__} ({bns}why each conv stayed plain: "
+            f'{reasons[:4]}). Check {hint}.')
     return model
 
 

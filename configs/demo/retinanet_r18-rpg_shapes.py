@@ -1,0 +1,19 @@
+# The demo model with RPG: retinanet_r18-plain_shapes.py whose backbone convolutions (all but the stem)
+# are generated from one ring of 1/4 of their kernel elements. Deploys as the plain model
+# (tools/test.py --deploy, tools/model_converters/reparameterize.py writes the stock mmdet files).
+_base_ = './retinanet_r18-plain_shapes.py'
+
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='RPGBackbone',
+        backbone=dict(
+            type='ResNet',
+            depth=18,
+            base_channels=16,
+            out_indices=(1, 2, 3),
+            frozen_stages=-1,
+            norm_eval=False,
+            init_cfg=None),
+        ring_ratio=1 / 4,
+        trace_shape=(128, 128)))

@@ -1,0 +1,93 @@
+"""RPG's deploy form: the plain network (switch_to_deploy), the converter's errors, ONNX, and the
+degrees-of-freedom reports of get_flops.py and benchmark.py."""
+import importlib.util
+import os.path as osp
+
+import pytest
+import torch
+from mmengine.config import Config
+from rpg_fixtures import RESNET, classifier_config, rpg_layers, rpg_resnet
+
+import pddr_mm
+from pddr_mm.deployment.checkpoint import build_model
+from random_bn import max_rel_error, randomize_bn
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+
+def load_tool(name: str):
+    spec = importlib.util.spec_from_file_location(f'rpg_tool_{name.replace("/", "_")}',
+                                                  osp.join(ROOT, 'tools', f'{name}.py'))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize('permutation', ['full', 'block'])
+def test_deployed_model_is_the_plain_network_computing_the_same(permutation):
+    from mmdet.models.backbones import ResNet
+    model = randomize_bn(rpg_resnet(permutation=permutation, rings='stage'))
+    model.eval()  # mmdet's ResNet.train() returns None: no chaining
+    plain = ResNet(**{k: v for k, v in RESNET.items() if k != 'type'})
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = model(x)
+        assert pddr_mm.switch_to_deploy(model) == 19 and pddr_mm.switch_to_deploy(model) == 0
+        actual = model(x)
+    assert all(max_rel_error(a, e) <= 1e-5 for a, e in zip(actual, expected))
+    assert not rpg_layers(model) and not hasattr(model, 'rpg') and not pddr_mm.is_deployed(model)
+    assert list(model.state_dict()) == list(plain.state_dict())  # the plain backbone's keys, in its order
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in plain.parameters())
+    plain.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        plain.eval()
+        assert all(max_rel_error(a, e) <= 1e-5 for a, e in zip(plain(x), expected))
+
+
+def test_rpg_backbone_deploy_flag_builds_the_plain_backbone():
+    from pddr_mm.rpg import RPGBackbone
+    model = RPGBackbone(RESNET, ring_ratio=0.25, deploy=True)
+    assert type(model).__name__ == 'ResNet' and not rpg_layers(model) and not hasattr(model, 'rpg')
+
+
+def test_converter_refuses_a_checkpoint_of_another_generation(tmp_path):
+    reparameterize = load_tool('model_converters/reparameterize')
+    cfg_path = classifier_config(tmp_path)
+    torch.save(dict(state_dict=build_model(Config.fromfile(cfg_path)).state_dict()), tmp_path / 'full.pth')
+    other = classifier_config(tmp_path, 'block')
+    with pytest.raises(SystemExit, match=r'rpg_cls_block.py: backbone.rpg.record: the checkpoint was made with another '
+                       r"RPG generation \(seed=0, permutation='full'"):
+        reparameterize.main([other, str(tmp_path / 'full.pth'), '--out-dir', str(tmp_path)])
+
+
+def test_deployed_rpg_classifier_exports_to_onnx_and_runs_in_onnx_runtime(tmp_path):
+    pytest.importorskip('onnxruntime')
+    from pddr_mm.deployment.onnx import export_onnx, ort_session, reference_model, verify_onnx
+    model = randomize_bn(build_model(Config.fromfile(classifier_config(tmp_path, 'block')))).eval()
+    inputs = torch.randn(2, 3, 32, 32)
+    info = export_onnx(model, inputs, str(tmp_path / 'rpg.onnx'), dynamic=True)
+    assert info['fused_layers'] == 19 and info['conv_nodes'] == 20 and rpg_layers(model)  # the model is untouched
+    session = ort_session(info['output_file'])
+    assert verify_onnx(session, reference_model(model), inputs) <= 1e-4
+    assert verify_onnx(session, reference_model(model), inputs[:1]) <= 1e-4  # another batch size
+
+
+def test_get_flops_and_benchmark_report_the_degrees_of_freedom(tmp_path, capsys):
+    cfg_path = classifier_config(tmp_path)
+    info = load_tool('analysis_tools/get_flops').main([cfg_path, '--shape', '32'])
+    model = build_model(Config.fromfile(cfg_path))
+    ring = model.backbone.rpg.rings[0].numel()
+    head_and_plain_layers = sum(p.numel() for n, p in model.named_parameters() if '.rpg.' not in n)
+    assert info['trainable_params'] == ring + head_and_plain_layers
+    assert info['deployed_params'] == info['plain_params'] > 3 * ring
+    out = capsys.readouterr().out
+    assert 'Model: unfused (ring), 19 RPGConv2d' in out and 'Trainable params (training form): ' in out
+
+    benchmark = load_tool('analysis_tools/benchmark')
+    result = benchmark.main([cfg_path, '--shape', '32', '32', '--repeat-num', '1', '--num-warmup', '0', '--train',
+                             '--batch-size', '2', '--device', 'cpu'])
+    inf = result['inference']
+    assert result['rpg_ring'] == ring and inf['unfused']['trainable'] == info['trainable_params']
+    assert inf['fused']['params'] == inf['baseline']['params']  # both with every conv + BN folded
+    assert result['same_network']
+    assert 'RPG degrees of freedom: ' in capsys.readouterr().out
