@@ -18,7 +18,7 @@ model = dict(
         init_cfg=dict(type='Pretrained', checkpoint='checkpoints/vit-base-p16_in21k.pth', prefix='backbone.')),
     adapter=dict(type='Adapter', hidden_dim=8, scale=0.1),
     exit_indices=(2, 5, 8, 11),
-    head=dict(num_classes={{_base_.num_classes}}, balanced=True, max_hidden_layers=2),
+    head=dict(num_classes={{_base_.num_classes}}, balanced=True, max_hidden_layers=2, hidden_dims=192),
     exit_threshold=0.9,
     sparsity=dict(drop_shallow=0.1, drop_deep=0., grad_mask=0.1))
 custom_hooks = [dict(type='ExitLossWeightHook', min_end_weight=0.3, warmup_ratio=0.1)]
