@@ -265,7 +265,7 @@ class DynAdapterClassifier(BaseClassifier):
         scores, exits = self.dynamic_forward(inputs, self.exit_threshold)
         if data_samples is None:
             data_samples = [DataSample() for _ in range(inputs.shape[0])]
-        for sample, score, k in zip(data_samples, scores, exits.tolist()):
+        for sample, score, k in zip(data_samples, scores.detach(), exits.tolist()):
             sample.set_pred_score(score).set_pred_label(score.argmax(keepdim=True))
             sample.set_field(k, 'exit_index')
             sample.set_field(self.full_flops if self.exit_threshold is None else self.exit_flops[k], 'flops')

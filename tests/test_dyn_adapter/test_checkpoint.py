@@ -63,3 +63,12 @@ def test_backbone_is_kept_when_nothing_names_it(tmp_path):
     assert scratch.save_frozen  # no Pretrained init_cfg: the checkpoint must hold the backbone
     state = scratch.state_dict()
     assert set(state) == set(dict(scratch.named_parameters())) | set(dict(scratch.named_buffers()))
+
+
+def test_backbone_tensors_made_trainable_are_saved(tmp_path):
+    pretrained = str(tmp_path / 'vit.pth')
+    _pretrained_vit(pretrained)
+    model = _model(pretrained)
+    model.backbone.ln1.weight.requires_grad = True  # a user who also tunes the final norm
+    state = model.state_dict()
+    assert 'backbone.ln1.weight' in state and 'backbone.ln1.bias' not in state

@@ -164,3 +164,13 @@ def test_exit_sweep_reports_every_threshold(trained, tmp_path):
     assert [r['threshold'] for r in saved['rows']] == [None, 0., 0.99]
     if importlib.util.find_spec('matplotlib'):
         assert osp.getsize(tmp_path / 'exit_sweep.png') > 1000
+
+
+def test_step_time_tool_compares_the_same_model_frozen_and_fully_trained(trained, tmp_path):
+    _, _, cfg_path = trained
+    out = _tool('analysis_tools/dyn_step_time.py').main(
+        [cfg_path, '--batch-size', '2', '--repeat-num', '2', '--num-warmup', '0', '--threads', '1', '--json',
+         str(tmp_path / 'steps.json')])
+    frozen, full = out['trainable']['dyn_adapter'], out['trainable']['full_finetune']
+    assert 0 < frozen < full
+    assert json.load(open(tmp_path / 'steps.json'))['trainable'] == out['trainable']
