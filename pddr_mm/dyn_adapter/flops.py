@@ -47,6 +47,4 @@ def cumulative_exit_flops(backbone: nn.Module, adapters: Sequence[nn.Module], he
 def full_model_flops(backbone: nn.Module, adapters: Sequence[nn.Module], last_head: nn.Module) -> int:
     """The same model without early exits: every block and the last head only (the reference of the
     FLOPs ratio)."""
-    last = len(backbone.layers) - 1
-    with_all_heads = cumulative_exit_flops(backbone, adapters, [last_head], [last])
-    return with_all_heads[0]
+    return cumulative_exit_flops(backbone, adapters, [last_head], [len(backbone.layers) - 1])[0]

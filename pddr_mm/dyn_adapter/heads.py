@@ -41,14 +41,13 @@ class ExitHead(nn.Module):
         self.mlp = nn.Sequential(*layers)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(width, num_classes)
-        self.linears = [m for m in self.modules() if isinstance(m, nn.Linear)]
 
     def forward(self, feature: torch.Tensor) -> torch.Tensor:
         return self.fc(self.dropout(self.mlp(self.norm(feature))))
 
     def flops(self) -> int:
         """Multiply-adds per image (one feature vector)."""
-        return sum(m.in_features * m.out_features for m in self.linears)
+        return sum(m.in_features * m.out_features for m in self.modules() if isinstance(m, nn.Linear))
 
 
 def balanced_hidden_layers(num_exits: int, max_hidden_layers: int) -> List[int]:

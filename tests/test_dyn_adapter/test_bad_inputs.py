@@ -1,4 +1,8 @@
 """Bad Dyn-Adapter arguments fail at build time with a ValueError that names the argument."""
+import importlib.util
+import os.path as osp
+import re
+
 import pytest
 import torch
 from _tiny import NUM_CLASSES, build, images, vit_cfg
@@ -64,3 +68,32 @@ def test_bad_hook_and_metric_arguments(kwargs, match):
         ExitLossWeightHook(**kwargs)
     with pytest.raises(ValueError, match='num_exits must be >= 1'):
         ExitMetric(num_exits=0)
+
+
+def _exit_sweep():
+    path = osp.join(osp.dirname(__file__), '..', '..', 'tools', 'analysis_tools', 'exit_sweep.py')
+    spec = importlib.util.spec_from_file_location('exit_sweep_args', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize('thresholds, message', [
+    (['1.5'], r'--thresholds: expected a number in \[0, 1\], got 1.5'),
+    (['-0.1'], r'--thresholds: expected a number in \[0, 1\]'),
+    (['0.5', '0.5'], r'--thresholds: repeated values'),
+])
+def test_exit_sweep_refuses_bad_thresholds(thresholds, message, capsys):
+    with pytest.raises(SystemExit) as err:
+        _exit_sweep().parse_args(['cfg.py', 'ckpt.pth', '--thresholds', *thresholds])
+    assert err.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_exit_sweep_refuses_a_model_without_exits(tmp_path):
+    cfg = tmp_path / 'plain.py'
+    cfg.write_text("default_scope = 'mmpretrain'\nmodel = dict(type='ImageClassifier', backbone=dict("
+                   "type='VisionTransformer', arch=dict(embed_dims=32, num_layers=1, num_heads=2, "
+                   "feedforward_channels=64), img_size=32, patch_size=4))\n")
+    with pytest.raises(ValueError, match='exit_sweep needs a DynAdapterClassifier'):
+        _exit_sweep().main([str(cfg), 'unused.pth'])

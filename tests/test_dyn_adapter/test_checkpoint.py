@@ -72,3 +72,14 @@ def test_backbone_tensors_made_trainable_are_saved(tmp_path):
     model.backbone.ln1.weight.requires_grad = True  # a user who also tunes the final norm
     state = model.state_dict()
     assert 'backbone.ln1.weight' in state and 'backbone.ln1.bias' not in state
+
+
+def test_a_pretrained_classifier_checkpoint_loads_as_usual(tmp_path):
+    """load_from a whole ViT classifier: the backbone keys match, its head is extra, adapters and heads new."""
+    pretrained = str(tmp_path / 'vit.pth')
+    vit_state = _pretrained_vit(pretrained)
+    model = MODELS.build(dict(type='DynAdapterClassifier', backbone=vit_cfg(), head=dict(num_classes=NUM_CLASSES),
+                              exit_every=2))
+    load_checkpoint(model, pretrained)
+    for name, value in model.backbone.state_dict().items():
+        assert torch.equal(value, vit_state[name]), name
