@@ -37,10 +37,10 @@ def _tool(name: str):
 
 @pytest.fixture(scope='module')
 def shapes(tmp_path_factory) -> str:
-    """Crops of 12 train and 6 val images of the default generated set (4 classes)."""
+    """Crops of 16 train and 8 val images of the default generated set (4 classes)."""
     import generate_shapes_dataset as gen
     out = str(tmp_path_factory.mktemp('dyn_shapes'))
-    gen.main(['--out', out, '--num-train', '12', '--num-val', '6', '--img-size', '96', '--max-size', '40',
+    gen.main(['--out', out, '--num-train', '16', '--num-val', '8', '--img-size', '96', '--max-size', '40',
               '--max-objects', '3'])
     return osp.join(out, 'cls')
 
@@ -135,16 +135,17 @@ def test_resumed_run_ends_where_the_straight_run_does(shapes, pretrained, tmp_pa
     cfg.custom_hooks = cfg.custom_hooks + [dict(type='InterruptAtIterHook', stop_at=ITERS // 2 + 1)]
     with pytest.raises(pipeline_probes.SimulatedInterruption):  # dies after saving iteration ITERS / 2
         Runner.from_cfg(cfg).train()
-    cfg = _config(shapes, work, pretrained[0], sparsity=None)
-    cfg.resume = True  # what tools/train.py --resume (auto) sets
+    # tools/train.py --resume CKPT: another work dir, so the two runs' logs cannot share a timestamped folder
+    cfg = _config(shapes, str(tmp_path / 'second_half'), pretrained[0], sparsity=None)
+    cfg.resume, cfg.load_from = True, osp.join(work, f'iter_{ITERS // 2}.pth')
     resumed = Runner.from_cfg(cfg)
     resumed.train()
     straight = Runner.from_cfg(_config(shapes, str(tmp_path / 'straight'), pretrained[0], sparsity=None))
     straight.train()
 
     assert resumed.iter == straight.iter == ITERS
-    logs = sorted(glob.glob(osp.join(work, '*', 'vis_data', 'scalars.json')))
-    steps = [json.loads(line)['step'] for line in open(logs[-1]) if '"loss"' in line]
+    scalars = osp.join(resumed.log_dir, 'vis_data', 'scalars.json')
+    steps = [json.loads(line)['step'] for line in open(scalars) if '"loss"' in line]
     assert steps == list(range(ITERS // 2 + 1, ITERS + 1))  # the second run trained the second half only
     for name, value in straight.model.state_dict().items():
         torch.testing.assert_close(resumed.model.state_dict()[name], value, rtol=1e-4, atol=1e-5, msg=name)
