@@ -27,6 +27,8 @@ class BlockAdapter(nn.Module):
         self.dropout = nn.Dropout(drop_rate)
 
     def set_drop_rate(self, p: float) -> None:
+        if not 0. <= p < 1.:
+            raise ValueError(f'adapter drop rate must be in [0, 1), got {p}')
         self.dropout.p = float(p)
 
     def attach(self, layer: nn.Module) -> List[RemovableHandle]:

@@ -34,8 +34,9 @@ class BidirectionalSparsity:
     def drop_rates(self, num_layers: int) -> List[float]:
         if num_layers == 1:
             return [self.drop_shallow]
-        step = (self.drop_deep - self.drop_shallow) / (num_layers - 1)
-        return [self.drop_shallow + i * step for i in range(num_layers)]
+        a, b = self.drop_shallow, self.drop_deep
+        # interpolated, not accumulated: 0.1 + 11 * (-0.1 / 11) is -1e-17, which nn.Dropout refuses
+        return [min(max(a + (b - a) * i / (num_layers - 1), 0.), 1.) for i in range(num_layers)]
 
     def mask_gradients(self, module: nn.Module) -> List[RemovableHandle]:
         """Hook every parameter of ``module`` so that its gradient is randomly masked."""

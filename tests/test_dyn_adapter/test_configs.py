@@ -1,11 +1,15 @@
-"""Every config of configs/dyn_adapter/ parses and builds its model (backbones without their checkpoints)."""
+"""Every config of configs/dyn_adapter/ parses and builds its model (backbones without their checkpoints);
+the Dyn-Adapter ones take a training step's forward."""
 import glob
+import math
 import os.path as osp
 
 import pytest
+import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmpretrain.registry import MODELS
+from mmpretrain.structures import DataSample
 
 import pddr_mm  # noqa: F401
 
@@ -39,3 +43,8 @@ def test_config_builds(config):
     else:  # the study's one-head baselines
         assert model.num_exits == 1 and model.sparsity is None and model.exit_threshold is None
     assert (name.startswith('linear-probe')) == (len(model.adapters) == 0)
+    model.train()
+    inputs = torch.randn(2, 3, *model.backbone.img_size)
+    labels = [DataSample().set_gt_label(0), DataSample().set_gt_label(1)]
+    losses = model(inputs, labels, mode='loss')
+    assert len(losses) == model.num_exits and all(math.isfinite(v.item()) for v in losses.values())

@@ -142,6 +142,9 @@ def test_bidirectional_sparsity():
     model = build(sparsity=dict(drop_shallow=0.3, drop_deep=0.0, grad_mask=0.))
     assert [round(a.dropout.p, 6) for a in model.adapters] == [0.3, 0.2, 0.1, 0.]
     assert [a.dropout.p for a in build(sparsity=None).adapters] == [0.] * 4
+    from pddr_mm.dyn_adapter.sparsity import BidirectionalSparsity
+    rates = BidirectionalSparsity(drop_shallow=0.1, drop_deep=0.).drop_rates(12)  # a ViT-B's depth
+    assert rates[0] == 0.1 and rates[-1] == 0. and all(0. <= r <= 0.1 for r in rates)
 
     def adapter_grads(grad_mask, seed):
         model = build(adapter=dict(type='LoRA', rank=2), sparsity=dict(drop_shallow=0., grad_mask=grad_mask))
