@@ -156,13 +156,18 @@ def test_resumed_run_ends_where_the_straight_run_does(shapes, pretrained, tmp_pa
 def test_exit_sweep_reports_every_threshold(trained, tmp_path):
     _, work, cfg_path = trained
     rows = _tool('analysis_tools/exit_sweep.py').main(
-        [cfg_path, osp.join(work, f'iter_{ITERS}.pth'), '--thresholds', '0', '0.99', '--out-dir', str(tmp_path)])
-    last, zero, high = rows
+        [cfg_path, osp.join(work, f'iter_{ITERS}.pth'), '--thresholds', '0', '0.99', '0.9', '--out-dir',
+         str(tmp_path)])
+    last, zero, high, configured = rows
+    (scalars, ) = glob.glob(osp.join(work, '*', 'vis_data', 'scalars.json'))
+    logged = [json.loads(line) for line in open(scalars) if 'accuracy/top1' in line][-1]
+    for key in ('accuracy/top1', 'exit/share_exit0', 'exit/share_exit1', 'exit/mflops'):
+        assert configured[key] == logged[key], key  # the config's threshold: what validation measured
     assert last['threshold'] is None and last['exit/share_exit1'] == 1. and last['exit/flops_ratio'] == 1.
     assert zero['exit/share_exit0'] == 1. and zero['exit/flops_ratio'] < 0.75
     assert all(r['images_per_s'] > 0 and r['num_images'] == last['num_images'] for r in rows)
     saved = json.load(open(tmp_path / 'exit_sweep.json'))
-    assert [r['threshold'] for r in saved['rows']] == [None, 0., 0.99]
+    assert [r['threshold'] for r in saved['rows']] == [None, 0., 0.99, 0.9]
     if importlib.util.find_spec('matplotlib'):
         assert osp.getsize(tmp_path / 'exit_sweep.png') > 1000
 

@@ -132,6 +132,8 @@ def main(argv=None) -> List[dict]:
     if args.batch_size:
         cfg.test_dataloader.batch_size = args.batch_size
     set_cpu_threads(cfg.get('cpu_threads', None))
+    if cfg.get('data_preprocessor') is not None:  # what the Runner does: the config's normalisation
+        cfg.model.setdefault('data_preprocessor', cfg.data_preprocessor)
     model = build_model(cfg)
     if not hasattr(model, 'exit_threshold'):
         raise ValueError(f'{args.config} builds a {type(model).__name__}; exit_sweep needs a DynAdapterClassifier')
