@@ -27,6 +27,8 @@ from pddr_mm.deployment.checkpoint import build_model
 from pddr_mm.utils.args import positive_int, unit_float
 from pddr_mm.utils.runtime import set_cpu_threads
 
+MIN_TIMED_BATCHES = 5  # fewer, and images/s says more about the machine's moment than about the model
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -66,7 +68,7 @@ def run_threshold(model, loader, evaluator: Evaluator, threshold: Optional[float
                   max_batches: Optional[int]) -> Dict[str, float]:
     """One pass over the test set at ``threshold``: the evaluators' metrics and the measured images/s."""
     model.exit_threshold = threshold
-    seconds, images = 0., 0
+    seconds, images, batches = 0., 0, 0
     for i, batch in enumerate(loader):
         if max_batches is not None and i >= max_batches:
             break
@@ -79,10 +81,12 @@ def run_threshold(model, loader, evaluator: Evaluator, threshold: Optional[float
         _sync(device)
         seconds += time.perf_counter() - start
         images += data['inputs'].shape[0]
+        batches += 1
         evaluator.process(data_samples=preds, data_batch=batch)
     metrics = evaluator.evaluate(images)
     metrics['images_per_s'] = images / seconds
     metrics['num_images'] = images
+    metrics['timed_batches'] = batches
     return metrics
 
 
@@ -149,6 +153,9 @@ def main(argv=None) -> List[dict]:
         rows.append(metrics)
     table = format_table(rows, model.num_exits)
     print(table)
+    if rows[0]['timed_batches'] < MIN_TIMED_BATCHES:
+        print(f"img/s from {rows[0]['timed_batches']} batch(es) only: too few to compare speeds "
+              f'(use a larger test set or a smaller --batch-size)')
     out_dir = args.out_dir or osp.join('work_dirs', 'exit_sweep', osp.splitext(osp.basename(args.config))[0])
     os.makedirs(out_dir, exist_ok=True)
     with open(osp.join(out_dir, 'exit_sweep.json'), 'w') as f:
