@@ -153,6 +153,7 @@ class DynAdapterClassifier(BaseClassifier):
             save_frozen = not self.backbone_is_pretrained
         self.save_frozen = save_frozen
         register_trainable_only_state_dict(self)
+        self.log_summary()
 
     # ------------------------------------------------------------------ configuration
     @property
