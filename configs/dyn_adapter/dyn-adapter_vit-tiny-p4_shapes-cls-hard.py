@@ -1,0 +1,23 @@
+# Dyn-Adapter on the study's transfer task: the ViT of vit-tiny-p4_shapes-cls.py frozen, AdaptFormer
+# adapters in its 12 blocks, balanced heads after blocks 3, 6, 9, 12, dynamic exit at 0.9.
+#   python tools/train.py configs/dyn_adapter/dyn-adapter_vit-tiny-p4_shapes-cls-hard.py
+#   python tools/analysis_tools/exit_sweep.py configs/dyn_adapter/dyn-adapter_vit-tiny-p4_shapes-cls-hard.py CKPT
+_base_ = './_base_/shapes-cls-hard_transfer.py'
+
+pretrained = 'work_dirs/vit-tiny-p4_shapes-cls/epoch_30.pth'  # step 1's classifier checkpoint (backbone.* keys)
+model = dict(
+    type='DynAdapterClassifier',
+    backbone=dict(
+        type='VisionTransformer',
+        arch='deit-tiny',
+        img_size=32,
+        patch_size=4,
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
+    adapter=dict(type='Adapter', hidden_dim=8, scale=0.1),
+    exit_every=3,
+    head=dict(num_classes={{_base_.num_classes}}, balanced=True, max_hidden_layers=2),
+    exit_threshold=0.9,
+    sparsity=dict(drop_shallow=0.1, drop_deep=0., grad_mask=0.1))
+custom_hooks = [dict(type='ExitLossWeightHook', min_end_weight=0.3, warmup_ratio=0.1)]
+val_evaluator = [dict(type='Accuracy', topk=(1, )), dict(type='ExitMetric')]
+test_evaluator = val_evaluator
