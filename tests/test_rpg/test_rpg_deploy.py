@@ -1,26 +1,15 @@
 """RPG's deploy form: the plain network (switch_to_deploy), the converter's errors, ONNX, and the
 degrees-of-freedom reports of get_flops.py and benchmark.py."""
-import importlib.util
-import os.path as osp
 
 import pytest
 import torch
+from deploy_fixtures import load_tool
 from mmengine.config import Config
 from rpg_fixtures import RESNET, classifier_config, rpg_layers, rpg_resnet
 
 import pddr_mm
 from pddr_mm.deployment.checkpoint import build_model
 from random_bn import max_rel_error, randomize_bn
-
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-
-
-def load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(f'rpg_tool_{name.replace("/", "_")}',
-                                                  osp.join(ROOT, 'tools', f'{name}.py'))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.mark.parametrize('permutation', ['full', 'block'])
