@@ -1,9 +1,9 @@
 # The demo classifier: a narrow PD-B ResNet-18 (widths 16-32-64-128) in mmpretrain, trained from scratch
 # on the 32x32 object crops that tools/misc/generate_shapes_dataset.py writes next to the detection set
-# (data/shapes/cls/{train,val}/<class>/*.png, mmpretrain's folder format).
+# (data/shapes/cls/{train,val}/<class>/*.png, mmpretrain's folder format: ../_base_/datasets/shapes-cls.py).
 #   python tools/train.py configs/demo/pd-b-resnet18_shapes-cls.py
 #   python tools/test.py configs/demo/pd-b-resnet18_shapes-cls.py CKPT --deploy
-_base_ = 'mmpretrain::_base_/default_runtime.py'
+_base_ = ['mmpretrain::_base_/default_runtime.py', '../_base_/datasets/shapes-cls.py']
 custom_imports = dict(imports=['pddr_mm'], allow_failed_imports=False)
 
 model = dict(
@@ -25,34 +25,6 @@ model = dict(
         in_channels=128,
         loss=dict(type='CrossEntropyLoss', loss_weight=1.0),
         topk=(1, )))
-
-# ---------------------------------------------------------------- data
-dataset_type = 'CustomDataset'
-data_root = 'data/shapes/cls/'
-data_preprocessor = dict(
-    num_classes=4, mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_rgb=True)
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-    dict(type='PackInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='PackInputs'),
-]
-train_dataloader = dict(
-    batch_size=32,
-    num_workers=0,
-    dataset=dict(type=dataset_type, data_root=data_root, data_prefix='train', pipeline=train_pipeline),
-    sampler=dict(type='DefaultSampler', shuffle=True))
-val_dataloader = dict(
-    batch_size=64,
-    num_workers=0,
-    dataset=dict(type=dataset_type, data_root=data_root, data_prefix='val', pipeline=test_pipeline),
-    sampler=dict(type='DefaultSampler', shuffle=False))
-test_dataloader = val_dataloader
-val_evaluator = dict(type='Accuracy', topk=(1, ))
-test_evaluator = val_evaluator
 
 # ---------------------------------------------------------------- schedule: about a minute per epoch on 2 CPU cores
 max_epochs = 6

@@ -4,15 +4,9 @@
 #   python tools/analysis_tools/exit_sweep.py configs/dyn_adapter/dyn-adapter_vit-tiny-p4_shapes-cls-hard.py CKPT
 _base_ = './_base_/shapes-cls-hard_transfer.py'
 
-pretrained = 'work_dirs/vit-tiny-p4_shapes-cls/epoch_30.pth'  # step 1's classifier checkpoint (backbone.* keys)
 model = dict(
     type='DynAdapterClassifier',
-    backbone=dict(
-        type='VisionTransformer',
-        arch='deit-tiny',
-        img_size=32,
-        patch_size=4,
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
+    backbone={{_base_.vit}},
     adapter=dict(type='Adapter', hidden_dim=8, scale=0.1),
     exit_every=3,
     head=dict(num_classes={{_base_.num_classes}}, balanced=True, max_hidden_layers=2),

@@ -1,35 +1,23 @@
 # Data and schedule of the study's transfer task (docs/dyn_adapter.md): the hard generated crops,
-# 8 classes, 32x32, mmpretrain's folder format.
+# 8 classes, 32x32, mmpretrain's folder format (../../_base_/datasets/shapes-cls-hard.py), and the ViT.
 #   python tools/misc/generate_shapes_dataset.py --hard --out data/shapes_hard
-_base_ = 'mmpretrain::_base_/default_runtime.py'
+_base_ = ['mmpretrain::_base_/default_runtime.py', '../../_base_/datasets/shapes-cls-hard.py']
 custom_imports = dict(imports=['pddr_mm'], allow_failed_imports=False)
 
 num_classes = 8
-dataset_type = 'CustomDataset'
-data_root = 'data/shapes_hard/cls/'
-data_preprocessor = dict(
-    num_classes=num_classes, mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_rgb=True)
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-    dict(type='PackInputs'),
-]
-test_pipeline = [dict(type='LoadImageFromFile'), dict(type='PackInputs')]
-train_dataloader = dict(
-    batch_size=64,
-    num_workers=0,
-    dataset=dict(type=dataset_type, data_root=data_root, data_prefix='train', pipeline=train_pipeline),
-    sampler=dict(type='DefaultSampler', shuffle=True))
-val_dataloader = dict(
-    batch_size=128,
-    num_workers=0,
-    dataset=dict(type=dataset_type, data_root=data_root, data_prefix='val', pipeline=test_pipeline),
-    sampler=dict(type='DefaultSampler', shuffle=False))
+train_dataloader = dict(batch_size=64)
+val_dataloader = dict(batch_size=128)
 test_dataloader = val_dataloader
-val_evaluator = dict(type='Accuracy', topk=(1, ))
-test_evaluator = val_evaluator
+# the ViT of deit-tiny widths the study pretrains (../vit-tiny-p4_shapes-cls.py), loaded from its checkpoint
+pretrained = 'work_dirs/vit-tiny-p4_shapes-cls/epoch_30.pth'  # step 1's classifier checkpoint (backbone.* keys)
+vit = dict(
+    type='VisionTransformer',
+    arch='deit-tiny',
+    img_size=32,
+    patch_size=4,
+    init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.'))
 
-max_epochs = 10
+max_epochs = 6  # the study's budget on 2 CPU cores (about 460 iterations)
 train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=max_epochs)
 val_cfg = dict()
 test_cfg = dict()
