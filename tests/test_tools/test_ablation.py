@@ -42,6 +42,14 @@ def test_parse_variants():
         assert ablation.parse_variant(name).preset == name
     with pytest.raises(ValueError, match='neither a preset'):
         ablation.parse_variant('pdb')
+    # PRESET@LABEL: the preset under another name, then the overrides
+    v = ablation.parse_variant('plain@w8:model.backbone.base_channels=8')
+    assert v.name == 'plain@w8' and v.preset == 'plain' and v.overrides == {'model.backbone.base_channels': 8}
+    assert ablation.parse_variant('s+g@lr:optim_wrapper.optimizer.lr=1e-3').preset == 's+g'
+    assert ablation.parse_variant('pd-b@again').preset == 'pd-b'
+    assert ablation.parse_variant('ring@x:a=1').preset is None  # a free label may hold an @
+    with pytest.raises(ValueError, match='neither a preset'):
+        ablation.parse_variant('ring@x')
     with pytest.raises(ValueError, match='names the run directory'):
         ablation.parse_variant('a/b:x=1')
     with pytest.raises(ValueError, match='unique'):
@@ -95,6 +103,18 @@ def test_override_variant_and_seed():
     assert Config.fromfile(CLS_CONFIG).randomness.seed == 0  # the base is not touched
 
 
+def test_labelled_plain_preset_and_ring_variants_of_the_rpg_study():
+    """The RPG study (docs/benchmarks.md): ring variants set the ring; plain@wN is the inner ResNet, narrower."""
+    config = osp.join(REPO, 'configs', 'rpg', 'rpg-resnet18_shapes-cls-hard.py')
+    ring = _apply(config, 'ring-1-8:model.backbone.ring_ratio=0.125,model.backbone.permutation=full')
+    assert ring.model.backbone.type == 'RPGBackbone' and ring.model.backbone.ring_ratio == 0.125
+    assert ring.model.backbone.permutation == 'full'
+    narrow = _apply(config, 'plain@w8:model.backbone.base_channels=8,model.head.in_channels=64')
+    assert narrow.model.backbone.type == 'ResNet' and 'ring_ratio' not in narrow.model.backbone
+    assert narrow.model.backbone.base_channels == 8 and narrow.model.head.in_channels == 64
+    assert _apply(config, 'plain').model.backbone.base_channels == 16
+
+
 def test_pd_presets_need_a_pddr_config():
     with pytest.raises(ValueError, match='needs a PDDR config'):
         _apply(PLAIN_DET_CONFIG, 'pd-b')
@@ -102,10 +122,11 @@ def test_pd_presets_need_a_pddr_config():
 
 
 # ---------------------------------------------------------------------------------------------- skip / resume
-def _fake_done(run_dir, top1, seconds=1.0):
+def _fake_done(run_dir, top1, seconds=1.0, trainable_params=None):
     os.makedirs(run_dir, exist_ok=True)
     with open(osp.join(run_dir, ablation.METRICS_FILE), 'w') as f:
-        json.dump(dict(metrics={'accuracy/top1': top1, 'accuracy/top5': 99.0}, seconds=seconds), f)
+        json.dump(dict(metrics={'accuracy/top1': top1, 'accuracy/top5': 99.0}, seconds=seconds,
+                       trainable_params=trainable_params), f)
 
 
 def test_study_skips_finished_resumes_partial_and_reports_failures(tmp_path, capsys):
@@ -190,6 +211,23 @@ def test_summary_mean_std_markdown_csv(tmp_path):
     ablation.report(root, variants, [0, 1, 2], 'accuracy/top5', 'x')
     assert '99.00 ± 0.00' in open(osp.join(root, 'summary.md')).read()
     assert ablation.mean_std([1.0])[0] == 1.0 and math.isnan(ablation.mean_std([1.0])[1])
+    assert not osp.exists(osp.join(root, 'summary_params.png'))  # no parameter counts: no parameter plot
+
+
+def test_summary_reports_trainable_parameters_and_plots_against_them(tmp_path):
+    root = str(tmp_path)
+    runs = {'ring-1-4': (60.0, 180120), 'ring-1-8': (55.0, 92952), 'plain': (62.0, 703128),
+            'plain@w8': (58.0, 177232)}
+    for name, (top1, params) in runs.items():
+        for seed in (0, 1):
+            _fake_done(ablation.run_dir_of(root, name, seed), top1 + seed, trainable_params=params)
+    variants = ablation.parse_variants(['ring-1-4:a=1', 'ring-1-8:a=2', 'plain', 'plain@w8:b=1'])
+    md = ablation.report(root, variants, [0, 1], None, 'rpg')
+    assert '| 60.50 ± 0.71 | 2 | 1 | 180,120 |' in md and '| 58.50 ± 0.71 | 2 | 1 | 177,232 |' in md
+    summary = {r['variant']: r for r in csv.DictReader(open(osp.join(root, 'summary.csv')))}
+    assert summary['ring-1-8']['trainable_params'] == '92952'
+    assert [ablation.series_of(v.name) for v in variants] == ['ring', 'ring', 'plain', 'plain']
+    assert osp.getsize(osp.join(root, 'summary_params.png')) > 1000
 
 
 def test_coco_metric_is_the_default_for_detectors():
@@ -225,6 +263,10 @@ def test_real_study_two_variants_two_seeds_then_skips(tmp_path):
     assert num_val > 0 and all(0 <= c <= num_val and abs(c - round(c)) < 1e-3 for c in correct), correct
     assert [(r['variant'], r['seed']) for r in rows] == [('plain', '0'), ('plain', '1'), ('s+g', '0'), ('s+g', '1')]
     assert 'accuracy/top1 mean ± std' in proc.stdout
+    # trainable parameters recorded from the trained model: s+g adds a group branch (and its BN) to each conv
+    params = {v: json.load(open(osp.join(work, v, 'seed0', ablation.METRICS_FILE)))['trainable_params']
+              for v in ('plain', 's+g')}
+    assert 0 < params['plain'] < params['s+g']
 
     # a run that died after its last checkpoint but before its metrics were written: resumed, then evaluated
     interrupted = osp.join(work, 'plain', 'seed1', ablation.METRICS_FILE)

@@ -3,7 +3,9 @@
     python tools/analysis_tools/ablation.py CONFIG --variants plain pd-a pd-b pd-b-anneal --seeds 3 \\
         [--work-dir DIR] [--cfg-options KEY=VALUE ...] [--metric KEY] [--dry-run]
 
-A variant is ``NAME[:KEY=VALUE,KEY=VALUE...]``. NAME is a preset or a free label; the overrides are
+A variant is ``NAME[:KEY=VALUE,KEY=VALUE...]``. NAME is a preset, a preset with a label
+(``PRESET@LABEL``: the preset, then the overrides, e.g. ``plain@w8:model.backbone.base_channels=8,...`` for
+a narrower plain baseline) or a free label; the overrides are
 ``--cfg-options`` pairs applied after the preset (a value may be a quoted tuple or list, e.g.
 ``s+g:model.backbone.branches="('standard','group')"``; a comma-separated piece without ``=`` continues
 the previous value, ``x:a.b=1,2`` sets ``a.b=[1, 2]``). Presets:
@@ -20,7 +22,8 @@ Seed ``s`` sets ``cfg.randomness.seed = s``. Run ``(variant, seed)`` lives in ``
 output) and, once it is finished and evaluated, ``metrics.json``: the marker that makes a re-run skip
 it. A run without the marker resumes from its last checkpoint (mmengine's ``resume``). Results go to
 ``DIR/results.csv`` (one row per run), ``DIR/summary.csv`` and ``DIR/summary.md`` (per variant, mean ±
-sample std over seeds) and ``DIR/summary.png``.
+sample std over seeds, trainable parameters) and ``DIR/summary.png``; where the variants differ in trainable
+parameters also ``DIR/summary_params.png``, the metric against them on a log axis.
 
 Each run is a subprocess (this script with ``--run-one``): a crash, an out-of-memory kill or a leak in one
 run cannot take the study down or bleed into the next run, and mmengine's process-wide state (the
@@ -51,7 +54,7 @@ TEMPERATURE_HOOK = 'PDDRTemperatureHook'
 ANNEAL_FRACTION = 1 / 3  # pd-b-anneal anneals over this part of training (DyConv: 10 of its first epochs)
 ANNEAL_START = 30.0
 METRICS_FILE = 'metrics.json'
-_NAME_RE = re.compile(r'^[A-Za-z0-9_.+-]+$')
+_NAME_RE = re.compile(r'^[A-Za-z0-9_.+@-]+$')
 
 
 # ---------------------------------------------------------------------------------------------- variants
@@ -64,7 +67,9 @@ class Variant:
 
     @property
     def preset(self) -> Optional[str]:
-        return self.name if is_preset(self.name) else None
+        """The preset the name starts with (``plain@w8`` -> ``plain``), or None for a free label."""
+        head = self.name.split('@', 1)[0]
+        return head if is_preset(head) else None
 
 
 def branch_preset(name: str) -> Optional[Tuple[str, ...]]:
@@ -120,15 +125,15 @@ def parse_variant(spec: str) -> Variant:
     name, _, rest = spec.partition(':')
     name = name.strip()
     if not _NAME_RE.match(name):
-        raise ValueError(f'variant {spec!r}: the name {name!r} must be letters, digits and _ . + - only '
+        raise ValueError(f'variant {spec!r}: the name {name!r} must be letters, digits and _ . + - @ only '
                          '(it names the run directory)')
     overrides = {}
     if rest.strip():
         for key, value in split_overrides(rest):
             overrides[key] = DictAction._parse_iterable(value.strip())
-    elif not is_preset(name):
+    elif Variant(name).preset is None:
         raise ValueError(f'variant {spec!r} is neither a preset ({", ".join(NAMED_PRESETS)}, or branch codes '
-                         f'like s+g+k) nor NAME:KEY=VALUE,...')
+                         f'like s+g+k, optionally PRESET@LABEL) nor NAME:KEY=VALUE,...')
     return Variant(name, overrides, spec)
 
 
@@ -200,7 +205,8 @@ def apply_variant(base: Config, variant: Variant) -> Config:
     """A copy of ``base`` with the variant's preset, then its overrides, applied."""
     from pddr_mm.deployment.configs import count_pddr_cfgs, to_plain_config
     cfg = copy.deepcopy(base)
-    preset, branches = variant.preset, branch_preset(variant.name)
+    preset = variant.preset
+    branches = branch_preset(preset) if preset else None
     if preset and preset != 'plain' and branches != ('standard', ) and count_pddr_cfgs(cfg.model) == 0:
         raise ValueError(f'variant {variant.name!r} needs a PDDR config (PD* modules or PDConv2d), but '
                          f'{cfg.filename} holds none: start from the PDDR config, `plain` derives the baseline')
@@ -365,7 +371,11 @@ def run_one(run_dir: str) -> None:
     metrics = capture.metrics if capture.at_iter == runner.iter else None
     if metrics is None:  # resumed after the last training iteration, or the loop has no validation at its end
         metrics = runner.val_loop.run() or {}
+    # after training: a model may freeze parts of itself when it builds or starts training
+    params = list(runner.model.parameters())  # shared parameters (an RPG ring) once
     record = dict(metrics={k: _as_float(v) for k, v in metrics.items()}, iter=runner.iter, epoch=runner.epoch,
+                  trainable_params=sum(p.numel() for p in params if p.requires_grad),
+                  params=sum(p.numel() for p in params),
                   seconds=round(time.time() - t0, 1), finished=time.strftime('%Y-%m-%d %H:%M:%S'))
     tmp = osp.join(run_dir, METRICS_FILE + '.tmp')
     with open(tmp, 'w') as f:
@@ -380,11 +390,12 @@ def collect(root: str, variants: Sequence[str], seeds: Sequence[int]) -> List[Di
     for v in variants:
         for s in seeds:
             path = osp.join(run_dir_of(root, v, s), METRICS_FILE)
-            row = dict(variant=v, seed=s, status='missing', metrics={}, seconds=None)
+            row = dict(variant=v, seed=s, status='missing', metrics={}, seconds=None, trainable_params=None)
             if osp.isfile(path):
                 with open(path) as f:
                     rec = json.load(f)
-                row.update(status='done', metrics=rec.get('metrics', {}), seconds=rec.get('seconds'))
+                row.update(status='done', metrics=rec.get('metrics', {}), seconds=rec.get('seconds'),
+                           trainable_params=rec.get('trainable_params'))
             rows.append(row)
     return rows
 
@@ -412,7 +423,9 @@ def summarize(rows: List[Dict], metric: str) -> List[Dict]:
     """Per variant (in order): seeds' values, n, mean, std, mean seconds per run."""
     out = {}
     for r in rows:
-        s = out.setdefault(r['variant'], dict(variant=r['variant'], values={}, seconds=[]))
+        s = out.setdefault(r['variant'], dict(variant=r['variant'], values={}, seconds=[], trainable_params=None))
+        if r.get('trainable_params') is not None:
+            s['trainable_params'] = r['trainable_params']
         if r['status'] == 'done' and isinstance(r['metrics'].get(metric), (int, float)):
             s['values'][r['seed']] = r['metrics'][metric]
             if r['seconds'] is not None:
@@ -431,13 +444,15 @@ def _fmt(x: float, digits: int) -> str:
 def to_markdown(summary: List[Dict], seeds: Sequence[int], metric: str, specs: Dict[str, str],
                 title: str = '') -> str:
     digits = 2 if any(s['mean'] > 1.5 for s in summary if not math.isnan(s['mean'])) else 4
-    head = ['variant', 'definition'] + [f'seed {s}' for s in seeds] + [f'{metric} mean ± std', 'n', 's/run']
+    head = ['variant', 'definition'] + [f'seed {s}' for s in seeds] + [f'{metric} mean ± std', 'n', 's/run',
+                                                                       'trainable params']
     lines = [f'## {title}' if title else '', '', '| ' + ' | '.join(head) + ' |',
              '|' + '---|' * len(head)]
     for s in summary:
         cells = [s['variant'], f'`{specs.get(s["variant"], s["variant"])}`']
         cells += [_fmt(s['values'].get(seed), digits) for seed in seeds]
-        cells += [f'{_fmt(s["mean"], digits)} ± {_fmt(s["std"], digits)}', str(s['n']), _fmt(s['mean_seconds'], 0)]
+        cells += [f'{_fmt(s["mean"], digits)} ± {_fmt(s["std"], digits)}', str(s['n']), _fmt(s['mean_seconds'], 0),
+                  'n/a' if s.get('trainable_params') is None else f'{s["trainable_params"]:,}']
         lines.append('| ' + ' | '.join(cells) + ' |')
     lines.append('')
     lines.append('std: sample standard deviation over seeds. n/a: fewer than two seeds with the metric, or a seed '
@@ -460,9 +475,10 @@ def write_results_csv(rows: List[Dict], path: str) -> None:
 def write_summary_csv(summary: List[Dict], metric: str, path: str) -> None:
     with open(path, 'w', newline='') as f:
         w = csv.writer(f)
-        w.writerow(['variant', 'metric', 'n', 'mean', 'std', 'mean_seconds'])
+        w.writerow(['variant', 'metric', 'n', 'mean', 'std', 'mean_seconds', 'trainable_params'])
         for s in summary:
-            w.writerow([s['variant'], metric, s['n'], s['mean'], s['std'], s['mean_seconds']])
+            w.writerow([s['variant'], metric, s['n'], s['mean'], s['std'], s['mean_seconds'],
+                        '' if s.get('trainable_params') is None else s['trainable_params']])
 
 
 def plot_summary(summary: List[Dict], metric: str, path: str, title: str = '') -> None:
@@ -484,6 +500,43 @@ def plot_summary(summary: List[Dict], metric: str, path: str, title: str = '') -
     plt.close(fig)
 
 
+def series_of(variant: str) -> str:
+    """The series a variant belongs to in the parameter plot: its name up to the first ``-`` or ``@``
+    (``ring-1-4`` and ``ring-1-8`` -> ``ring``; ``plain`` and ``plain@w8`` -> ``plain``)."""
+    return re.split(r'[-@]', variant, maxsplit=1)[0]
+
+
+def plot_params(summary: List[Dict], metric: str, path: str, title: str = '') -> bool:
+    """The metric (mean ± std) against trainable parameters on a log axis, one line per series; written
+    only when the variants differ in trainable parameters (returns whether it was)."""
+    points = [s for s in summary if s.get('trainable_params') and not math.isnan(s['mean'])]
+    if len({s['trainable_params'] for s in points}) < 2:
+        return False
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401  (matplotlib.ticker below)
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for name in dict.fromkeys(series_of(s['variant']) for s in points):
+        pts = sorted((s for s in points if series_of(s['variant']) == name), key=lambda s: s['trainable_params'])
+        xs, ys = [s['trainable_params'] for s in pts], [s['mean'] for s in pts]
+        errs = [0 if math.isnan(s['std']) else s['std'] for s in pts]
+        line = ax.errorbar(xs, ys, yerr=errs, fmt='o-', capsize=3, label=name)
+        for s in pts:
+            ax.annotate(s['variant'], (s['trainable_params'], s['mean']), textcoords='offset points', xytext=(4, 4),
+                        fontsize=7, color=line[0].get_color())
+    ax.set_xscale('log')
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels crowd a short log axis
+    ax.set(xlabel='trainable parameters (log)', ylabel=metric,
+           title=title or f'{metric} against trainable parameters (mean ± std over seeds)')
+    ax.grid(alpha=0.3, which='both')
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def report(root: str, variants: List[Variant], seeds: List[int], metric: Optional[str], title: str) -> Optional[str]:
     """Write results.csv, summary.csv/.md/.png under ``root``; returns the markdown (None: nothing finished)."""
     rows = collect(root, [v.name for v in variants], seeds)
@@ -497,6 +550,7 @@ def report(root: str, variants: List[Variant], seeds: List[int], metric: Optiona
         f.write(md)
     write_summary_csv(summary, metric, osp.join(root, 'summary.csv'))
     plot_summary(summary, metric, osp.join(root, 'summary.png'), title)
+    plot_params(summary, metric, osp.join(root, 'summary_params.png'), title)
     return md
 
 
