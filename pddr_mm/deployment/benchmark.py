@@ -317,7 +317,8 @@ def _notes(result: Dict) -> List[str]:
                     f"{format_count(inf['fused']['params'])} deployed and {format_count(inf['baseline']['params'])} in "
                     "the plain baseline (the unfused row is the ring model)")
     if result['same_network']:
-        text.append('note: fused and baseline are the same network (same parameter shapes: a fused PD-A model is '
+        kind = 'RPG' if result.get('rpg_ring') else 'PD-A'
+        text.append(f'note: fused and baseline are the same network (same parameter shapes: a fused {kind} model is '
                     'the plain one): their ratio shows the measurement noise, expect 1')
     text += [f'FLOPs of {name} could not be counted: {r["flops_error"]}'
              for name, r in result['inference'].items() if r.get('flops_error')]

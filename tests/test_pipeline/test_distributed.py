@@ -20,10 +20,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_train_the_same_model_and_gather_eval(tiny_shapes, tmp_path):
+@pytest.mark.parametrize('config', [None, 'retinanet_r18-rpg_shapes.py'], ids=['pd-b', 'rpg'])
+def test_two_processes_train_the_same_model_and_gather_eval(tiny_shapes, tmp_path, config):
+    """The demo PD-B RetinaNet, and its RPG variant (one ring shared by every generated conv: DDP reduces its
+    gradient once, and both ranks rebuild the same indices from the seed)."""
     work = str(tmp_path / 'work')
     dump = str(tmp_path / 'val_results.pkl')
-    cfg = tiny_config(tiny_shapes, work, max_iters=4)
+    extra = dict(config=osp.join(REPO, 'configs', 'demo', config)) if config else {}
+    cfg = tiny_config(tiny_shapes, work, max_iters=4, **extra)
     cfg.train_dataloader.batch_size = 2  # 2 per process: the same global batch as the other tests
     cfg.custom_imports = dict(imports=['pddr_mm', 'pipeline_probes'], allow_failed_imports=False)
     cfg.custom_hooks = [dict(type='DumpRankParamsHook')]

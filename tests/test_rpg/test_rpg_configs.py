@@ -12,7 +12,7 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 def test_every_rpg_config_parses_into_an_rpg_backbone_with_a_plain_baseline():
     paths = sorted(glob.glob(osp.join(ROOT, 'configs', 'rpg', '*.py')))
-    assert len(paths) == 4
+    assert len(paths) == 5
     for path in paths:
         cfg = Config.fromfile(path)
         assert cfg.model.backbone.type == 'RPGBackbone', path

@@ -79,4 +79,41 @@ def test_get_flops_and_benchmark_report_the_degrees_of_freedom(tmp_path, capsys)
     assert result['rpg_ring'] == ring and inf['unfused']['trainable'] == info['trainable_params']
     assert inf['fused']['params'] == inf['baseline']['params']  # both with every conv + BN folded
     assert result['same_network']
-    assert 'RPG degrees of freedom: ' in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert 'RPG degrees of freedom: ' in out and 'a fused RPG model is the plain one' in out
+
+
+def test_cascade_rcnn_with_the_rpg_backbone_trains_the_ring_and_deploys_plain():
+    """The RetinaNet RPG config's backbone inside Cascade R-CNN (issue 25: any detector): a loss step reaches the
+    ring, and the deployed detector's features equal the ring model's."""
+    import os.path as osp
+
+    from mmdet.structures import DetDataSample
+    from mmengine.structures import InstanceData
+
+    from pddr_mm.rpg import RPGConv2d
+    root = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+    cfg = Config.fromfile(osp.join(root, 'configs', 'cascade_rcnn', 'cascade-rcnn_r50_fpn_1x_coco.py'))
+    rpg = Config.fromfile(osp.join(root, 'configs', 'rpg', 'retinanet_rpg-r50_ring-1-4_fpn_1x_coco.py'))
+    cfg.model.backbone = dict(rpg.model.backbone, trace_shape=(64, 64))
+    model = randomize_bn(build_model(cfg))
+    assert sum(isinstance(m, RPGConv2d) for m in model.backbone.modules()) == 52  # 48 block + 4 downsample convs
+    ring = model.backbone.rpg.rings[0]
+
+    g = torch.Generator().manual_seed(0)
+    sample = DetDataSample(metainfo=dict(img_shape=(64, 64), pad_shape=(64, 64), ori_shape=(64, 64),
+                                         scale_factor=(1.0, 1.0), batch_input_shape=(64, 64)))
+    sample.gt_instances = InstanceData(bboxes=torch.tensor([[8., 8., 40., 48.]]), labels=torch.tensor([3]))
+    model.train()
+    losses = model.loss(torch.randn(1, 3, 64, 64, generator=g), [sample])
+    sum(v if isinstance(v, torch.Tensor) else sum(v) for k, v in losses.items() if 'loss' in k).backward()
+    assert ring.grad is not None and ring.grad.abs().sum() > 0
+
+    model.eval()
+    x = torch.randn(2, 3, 64, 64, generator=g)
+    with torch.no_grad():
+        expected = model.extract_feat(x)
+        assert pddr_mm.switch_to_deploy(model) == 52
+        actual = model.extract_feat(x)
+    assert not any(isinstance(m, RPGConv2d) for m in model.modules())
+    assert all(max_rel_error(a, e) <= 1e-5 for a, e in zip(actual, expected))
