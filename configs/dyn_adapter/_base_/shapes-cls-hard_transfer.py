@@ -17,7 +17,7 @@ vit = dict(
     patch_size=4,
     init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.'))
 
-max_epochs = 6  # the study's budget on 2 CPU cores (about 460 iterations)
+max_epochs = 10
 train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=max_epochs)
 val_cfg = dict()
 test_cfg = dict()
