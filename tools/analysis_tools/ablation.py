@@ -67,9 +67,7 @@ class Variant:
 
     @property
     def preset(self) -> Optional[str]:
-        """The preset the name starts with (``plain@w8`` -> ``plain``), or None for a free label."""
-        head = self.name.split('@', 1)[0]
-        return head if is_preset(head) else None
+        return preset_of(self.name)
 
 
 def branch_preset(name: str) -> Optional[Tuple[str, ...]]:
@@ -82,6 +80,12 @@ def branch_preset(name: str) -> Optional[Tuple[str, ...]]:
 
 def is_preset(name: str) -> bool:
     return name in NAMED_PRESETS or branch_preset(name) is not None
+
+
+def preset_of(name: str) -> Optional[str]:
+    """The preset a variant name starts with (``plain@w8`` -> ``plain``), or None for a free label."""
+    head = name.split('@', 1)[0]
+    return head if is_preset(head) else None
 
 
 def split_overrides(text: str) -> List[Tuple[str, str]]:
@@ -131,7 +135,7 @@ def parse_variant(spec: str) -> Variant:
     if rest.strip():
         for key, value in split_overrides(rest):
             overrides[key] = DictAction._parse_iterable(value.strip())
-    elif Variant(name).preset is None:
+    elif preset_of(name) is None:
         raise ValueError(f'variant {spec!r} is neither a preset ({", ".join(NAMED_PRESETS)}, or branch codes '
                          f'like s+g+k, optionally PRESET@LABEL) nor NAME:KEY=VALUE,...')
     return Variant(name, overrides, spec)
@@ -515,7 +519,7 @@ def plot_params(summary: List[Dict], metric: str, path: str, title: str = '') ->
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    import matplotlib.ticker  # noqa: F401  (matplotlib.ticker below)
+    from matplotlib.ticker import NullFormatter
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for name in dict.fromkeys(series_of(s['variant']) for s in points):
         pts = sorted((s for s in points if series_of(s['variant']) == name), key=lambda s: s['trainable_params'])
@@ -526,7 +530,7 @@ def plot_params(summary: List[Dict], metric: str, path: str, title: str = '') ->
             ax.annotate(s['variant'], (s['trainable_params'], s['mean']), textcoords='offset points', xytext=(4, 4),
                         fontsize=7, color=line[0].get_color())
     ax.set_xscale('log')
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels crowd a short log axis
+    ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels crowd a short log axis
     ax.set(xlabel='trainable parameters (log)', ylabel=metric,
            title=title or f'{metric} against trainable parameters (mean ± std over seeds)')
     ax.grid(alpha=0.3, which='both')
