@@ -8,7 +8,7 @@ mmpretrain's registries.
 """
 import importlib.util
 
-from . import hooks, models, rpg  # noqa: F401  (registers the modules)
+from . import datasets, hooks, models, rpg  # noqa: F401  (registers the modules)
 from .compat import allow_mmengine_checkpoints
 from .ops import PDConv2d, Refinement, fuse_pd_conv_bn, is_deployed, switch_to_deploy
 from .version import __version__
