@@ -172,6 +172,24 @@ def test_exit_sweep_reports_every_threshold(trained, tmp_path):
         assert osp.getsize(tmp_path / 'exit_sweep.png') > 1000
 
 
+def test_exit_sweep_summarises_several_checkpoints(trained, tmp_path):
+    _, work, cfg_path = trained
+    ckpts = [osp.join(work, f'iter_{i}.pth') for i in (ITERS // 2, ITERS)]
+    tool = _tool('analysis_tools/exit_sweep.py')
+    summary = tool.main([cfg_path, *ckpts, '--thresholds', '0.9', '0', '--out-dir', str(tmp_path)])
+    saved = json.load(open(tmp_path / 'exit_sweep.json'))
+    assert saved['checkpoints'] == ckpts and len(saved['runs']) == 2 and saved['summary'] == summary
+    for row, half, full in zip(summary, *saved['runs']):
+        assert row['threshold'] == half['threshold'] == full['threshold'] and row['n'] == 2
+        for key in ('top1', 'exit/mflops', 'exit/share_exit0'):
+            assert row[key] == pytest.approx((half[key] + full[key]) / 2)
+            assert row[f'{key}_std'] == pytest.approx(abs(half[key] - full[key]) / 2 ** 0.5)
+    # the second checkpoint swept alone gives what it gave in the pair: no state carried between models
+    alone = tool.main([cfg_path, ckpts[1], '--thresholds', '0.9', '0', '--out-dir', str(tmp_path / 'one')])
+    for a, b in zip(alone, saved['runs'][1]):
+        assert a['top1'] == b['top1'] and a['exit/mflops'] == b['exit/mflops']
+
+
 def test_step_time_tool_compares_the_same_model_frozen_and_fully_trained(trained, tmp_path):
     _, _, cfg_path = trained
     out = _tool('analysis_tools/dyn_step_time.py').main(

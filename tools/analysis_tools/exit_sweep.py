@@ -8,9 +8,15 @@ is run once untimed to warm up). Prints a table, writes it as JSON and, if matpl
 top-1 against FLOPs::
 
     python tools/analysis_tools/exit_sweep.py CONFIG CKPT --thresholds 0.5 0.7 0.9 0.99
+
+Several checkpoints (e.g. one per seed) are swept one after the other, each with its own table, and then
+summarised per threshold as mean ± std over the checkpoints (sample std)::
+
+    python tools/analysis_tools/exit_sweep.py CONFIG seed0/epoch_10.pth seed1/epoch_10.pth seed2/epoch_10.pth
 """
 import argparse
 import json
+import math
 import os
 import os.path as osp
 import time
@@ -33,7 +39,9 @@ MIN_TIMED_BATCHES = 5  # fewer, and images/s says more about the machine's momen
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config', help='a DynAdapterClassifier config')
-    parser.add_argument('checkpoint', help='its checkpoint (the trained modules; the backbone from its init_cfg)')
+    parser.add_argument('checkpoints', nargs='+', metavar='checkpoint',
+                        help='its checkpoint (the trained modules; the backbone from its init_cfg); several (e.g. '
+                        'one per seed) are summarised as mean ± std')
     parser.add_argument('--thresholds', type=unit_float, nargs='+', default=[0.5, 0.7, 0.9, 0.99],
                         help='exit thresholds on the max softmax probability (default: 0.5 0.7 0.9 0.99)')
     parser.add_argument('--batch-size', type=positive_int, help='test batch size (default: the config\'s)')
@@ -104,6 +112,37 @@ def format_table(rows: List[dict], num_exits: int) -> str:
     return '\n'.join(lines)
 
 
+SUMMARISED = ('top1', 'exit/mflops', 'exit/flops_ratio', 'images_per_s')
+
+
+def summarise(runs: List[List[dict]], num_exits: int) -> List[dict]:
+    """Per threshold, the mean and sample std (``<key>_std``) of each run's metrics over the checkpoints."""
+    keys = SUMMARISED + tuple(f'exit/share_exit{k}' for k in range(num_exits))
+    summary = []
+    for same in zip(*runs):
+        row = dict(threshold=same[0]['threshold'], n=len(same))
+        for key in keys:
+            values = [r.get(key, 0.) for r in same]
+            mean = sum(values) / len(values)
+            row[key] = mean
+            row[f'{key}_std'] = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+        summary.append(row)
+    return summary
+
+
+def format_summary(summary: List[dict], num_exits: int) -> str:
+    head = ['threshold', 'top-1', 'MFLOPs/img', 'FLOPs ratio', 'img/s'] + [f'exit{k}' for k in range(num_exits)]
+    lines = [f"mean ± std over {summary[0]['n']} checkpoints", ' | '.join(head), ' | '.join('---' for _ in head)]
+    for r in summary:
+        cells = ['last head' if r['threshold'] is None else f"{r['threshold']:g}",
+                 f"{r['top1']:.2f} ± {r['top1_std']:.2f}", f"{r['exit/mflops']:.2f} ± {r['exit/mflops_std']:.2f}",
+                 f"{r['exit/flops_ratio']:.3f} ± {r['exit/flops_ratio_std']:.3f}",
+                 f"{r['images_per_s']:.1f} ± {r['images_per_s_std']:.1f}"]
+        cells += [f"{100 * r[f'exit/share_exit{k}']:.1f}%" for k in range(num_exits)]
+        lines.append(' | '.join(cells))
+    return '\n'.join(lines)
+
+
 def plot(rows: List[dict], path: str) -> bool:
     try:
         import matplotlib
@@ -114,10 +153,15 @@ def plot(rows: List[dict], path: str) -> bool:
         return False
     fig, ax = plt.subplots(figsize=(6, 4))
     dyn = [r for r in rows if r['threshold'] is not None]
-    ax.plot([r['exit/mflops'] for r in dyn], [r['top1'] for r in dyn], 'o-', label='dynamic exit')
+
+    def points(rs):  # x, y and their std over checkpoints (0 for one checkpoint)
+        return dict(x=[r['exit/mflops'] for r in rs], y=[r['top1'] for r in rs],
+                    xerr=[r.get('exit/mflops_std', 0.) for r in rs], yerr=[r.get('top1_std', 0.) for r in rs])
+
+    ax.errorbar(**points(dyn), fmt='o-', capsize=3, label='dynamic exit')
     for r in dyn:
         ax.annotate(f"{r['threshold']:g}", (r['exit/mflops'], r['top1']), textcoords='offset points', xytext=(4, 4))
-    ax.plot([rows[0]['exit/mflops']], [rows[0]['top1']], 's', label='last head')
+    ax.errorbar(**points(rows[:1]), fmt='s', capsize=3, label='last head')
     ax.set_xlabel('mean MFLOPs per image')
     ax.set_ylabel('top-1 (%)')
     ax.grid(alpha=0.3)
@@ -128,7 +172,32 @@ def plot(rows: List[dict], path: str) -> bool:
     return True
 
 
+def sweep(cfg: Config, checkpoint: str, thresholds: List[float], device: str,
+          max_batches: Optional[int]) -> List[dict]:
+    """The model of ``cfg`` with ``checkpoint`` run to its last head and at each threshold: one row each."""
+    model = build_model(cfg)
+    if not hasattr(model, 'exit_threshold'):
+        raise ValueError(f'{cfg.filename} builds a {type(model).__name__}; exit_sweep needs a DynAdapterClassifier')
+    load_checkpoint(model, checkpoint, map_location='cpu')
+    model.to(device).eval()
+    loader = Runner.build_dataloader(cfg.test_dataloader)
+    rows = []
+    for threshold in [None] + list(thresholds):
+        metrics = run_threshold(model, loader, _evaluator(cfg, loader.dataset.metainfo), threshold, device,
+                                max_batches)
+        metrics['threshold'] = threshold
+        metrics['top1'] = metrics.get('accuracy/top1', float('nan'))
+        rows.append(metrics)
+    print(f'{checkpoint}:')
+    print(format_table(rows, model.num_exits))
+    if rows[0]['timed_batches'] < MIN_TIMED_BATCHES:
+        print(f"img/s from {rows[0]['timed_batches']} batch(es) only: too few to compare speeds "
+              f'(use a larger test set or a smaller --batch-size)')
+    return rows
+
+
 def main(argv=None) -> List[dict]:
+    """Returns the rows of the one checkpoint, or the per-threshold summary (mean, ``<key>_std``) of several."""
     args = parse_args(argv)
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
@@ -138,28 +207,19 @@ def main(argv=None) -> List[dict]:
     set_cpu_threads(cfg.get('cpu_threads', None))
     if cfg.get('data_preprocessor') is not None:  # what the Runner does: the config's normalisation
         cfg.model.setdefault('data_preprocessor', cfg.data_preprocessor)
-    model = build_model(cfg)
-    if not hasattr(model, 'exit_threshold'):
-        raise ValueError(f'{args.config} builds a {type(model).__name__}; exit_sweep needs a DynAdapterClassifier')
-    load_checkpoint(model, args.checkpoint, map_location='cpu')
-    model.to(args.device).eval()
-    loader = Runner.build_dataloader(cfg.test_dataloader)
-    rows = []
-    for threshold in [None] + list(args.thresholds):
-        metrics = run_threshold(model, loader, _evaluator(cfg, loader.dataset.metainfo), threshold, args.device,
-                                args.max_batches)
-        metrics['threshold'] = threshold
-        metrics['top1'] = metrics.get('accuracy/top1', float('nan'))
-        rows.append(metrics)
-    table = format_table(rows, model.num_exits)
-    print(table)
-    if rows[0]['timed_batches'] < MIN_TIMED_BATCHES:
-        print(f"img/s from {rows[0]['timed_batches']} batch(es) only: too few to compare speeds "
-              f'(use a larger test set or a smaller --batch-size)')
+    # a fresh model per checkpoint: nothing of one checkpoint can leak into the next
+    runs = [sweep(cfg, ckpt, args.thresholds, args.device, args.max_batches) for ckpt in args.checkpoints]
+    num_exits = sum(k.startswith('exit/share_exit') for k in runs[0][0])
     out_dir = args.out_dir or osp.join('work_dirs', 'exit_sweep', osp.splitext(osp.basename(args.config))[0])
     os.makedirs(out_dir, exist_ok=True)
+    if len(runs) == 1:
+        rows, record = runs[0], dict(checkpoint=args.checkpoints[0], rows=runs[0])
+    else:
+        rows = summarise(runs, num_exits)
+        print(format_summary(rows, num_exits))
+        record = dict(checkpoints=args.checkpoints, runs=runs, summary=rows)
     with open(osp.join(out_dir, 'exit_sweep.json'), 'w') as f:
-        json.dump(dict(config=args.config, checkpoint=args.checkpoint, device=args.device, rows=rows), f, indent=1)
+        json.dump(dict(config=args.config, device=args.device, **record), f, indent=1)
     if plot(rows, osp.join(out_dir, 'exit_sweep.png')):
         print(f'plot: {osp.join(out_dir, "exit_sweep.png")}')
     return rows
