@@ -16,9 +16,9 @@ summarised per threshold as mean ± std over the checkpoints (sample std)::
 """
 import argparse
 import json
-import math
 import os
 import os.path as osp
+import statistics
 import time
 from typing import Dict, List, Optional
 
@@ -123,9 +123,7 @@ def summarise(runs: List[List[dict]], num_exits: int) -> List[dict]:
         row = dict(threshold=same[0]['threshold'], n=len(same))
         for key in keys:
             values = [r.get(key, 0.) for r in same]
-            mean = sum(values) / len(values)
-            row[key] = mean
-            row[f'{key}_std'] = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+            row[key], row[f'{key}_std'] = statistics.fmean(values), statistics.stdev(values)
         summary.append(row)
     return summary
 
