@@ -3,7 +3,7 @@
 A PDDR layer stands for a convolution whose output feeds only a BatchNorm: its branch BNs take that
 BN's place. Which convolutions those are is read from the network itself, not from a list per
 architecture: one forward (training mode, autograd on) on a copy of the network records every
-convolution's output tensor and every module's input tensor (:func:`.layer_select.trace_conv_consumers`,
+convolution's output tensor and every module's input tensor (:func:`pddr_mm.surgery.trace_conv_consumers`,
 which RPG shares). A pair is (conv, BN) where
 
 * the BN's input *is* the conv's output (the same tensor object, not modified in place in between),
@@ -30,8 +30,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..ops import PDArgs, PDConv2d, filter_branches
 from ..ops.branches import same_padding
+from ..surgery import check_selection, conv_kind, excluded_by_name, trace_conv_consumers
 from ..utils import set_module
-from .layer_select import check_selection, conv_kind, excluded_by_name, trace_conv_consumers
 from .plain_to_pd import plain_to_pd_layer
 
 KernelSizes = Optional[Sequence[Union[int, Tuple[int, int]]]]

@@ -11,8 +11,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import torch.nn as nn
 from mmengine.registry import MODELS
 
-from ..models.backbones.pddr_backbone import _build_inner, convert_backbone
-from ..models.layer_select import check_selection
+from ..surgery import build_inner_backbone, check_selection, convert_backbone
 from .convert import check_rpg_args, convert_to_rpg
 
 
@@ -49,12 +48,12 @@ def RPGBackbone(backbone: Dict,
         raise TypeError(f"RPGBackbone: backbone must be a config dict with a 'type', got {backbone!r}")
     check_rpg_args(ring_size, ring_ratio, rings, seed, permutation)  # before the (possibly large) inner build
     check_selection(include, exclude)
-    model = _build_inner(backbone, 'RPGBackbone')
+    model = build_inner_backbone(backbone, 'RPGBackbone')
     if init_cfg is not None:
         model.init_cfg = copy.deepcopy(init_cfg)
     if deploy:
         return model
-    return convert_backbone(model, 'RPGBackbone', backbone.get('in_channels', 3), trace_shape, convert=convert_to_rpg,
+    return convert_backbone(model, 'RPGBackbone', convert_to_rpg, backbone.get('in_channels', 3), trace_shape,
                             hint='include / exclude (the stem stays plain unless include names it)',
                             ring_size=ring_size, ring_ratio=ring_ratio, rings=rings, seed=seed,
                             permutation=permutation, include=include, exclude=exclude)

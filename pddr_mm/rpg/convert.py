@@ -1,6 +1,6 @@
 """Turn the convolutions of any network into RPG layers generated from one model ring (or one per stage).
 
-The convolutions are found from one traced forward (:func:`pddr_mm.models.layer_select.trace_conv_consumers`,
+The convolutions are found from one traced forward (:func:`pddr_mm.surgery.trace_conv_consumers`,
 shared with PDDR). The default selection is the authors': every convolution except the stem, 1x1, grouped
 and depthwise ones included; BatchNorms (and every other module) keep their own parameters. The stem is,
 generically, every convolution that reads the network input, and every module named ``stem*`` (a deep
@@ -19,7 +19,7 @@ import torch.nn as nn
 from mmengine.logging import print_log
 from torch import Tensor
 
-from ..models.layer_select import check_selection, conv_kind, excluded_by_name, trace_conv_consumers
+from ..surgery import check_selection, conv_kind, excluded_by_name, trace_conv_consumers
 from ..utils import set_module
 from .conv import RPGConv2d
 from .generation import PERMUTATIONS, generate, layout_fingerprint

@@ -6,8 +6,9 @@ import torch.nn as nn
 
 import pddr_mm  # noqa: F401  (registers PDDRBackbone)
 from pddr_mm import PDConv2d
-from pddr_mm.models.backbones.pddr_backbone import NothingConvertedError, PDDRBackbone
+from pddr_mm.models.backbones.pddr_backbone import PDDRBackbone
 from pddr_mm.models.convert import convert_to_pd
+from pddr_mm.surgery import NothingConvertedError
 
 RESNET = dict(type='mmdet.ResNet', depth=18, out_indices=(3, ))
 

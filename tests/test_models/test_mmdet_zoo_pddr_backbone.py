@@ -30,7 +30,7 @@ from mmengine.model import revert_sync_batchnorm
 
 import pddr_mm
 from _helpers import build_detector, chain_text, fails_alike, loss_and_predict, set_branches
-from pddr_mm.models.backbones.pddr_backbone import NothingConvertedError
+from pddr_mm.surgery import NothingConvertedError
 from pddr_mm.ops import PDConv2d
 from random_bn import max_rel_error, randomize_bn
 

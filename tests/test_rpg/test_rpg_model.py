@@ -133,7 +133,7 @@ def test_bad_arguments_raise_a_value_error_naming_them(kwargs, words):
 
 
 def test_nothing_to_convert_is_an_error():
-    from pddr_mm.models.backbones import NothingConvertedError
+    from pddr_mm.surgery import NothingConvertedError
     with pytest.raises(NothingConvertedError, match=r"RPGBackbone converted no convolution of ResNet .*not matched by "
                        r'include.*Check include / exclude'):
         rpg_resnet(include=['no_such_layer'])

@@ -2,6 +2,6 @@
 preset for the scope's own ResNet (mmdet's in mmdet's and mmengine's root MODELS, mmpretrain's in
 mmpretrain's MODELS) with the paper's layer selection."""
 from .pd_resnet import PAPER_LAYERS, PDResNet
-from .pddr_backbone import NothingConvertedError, PDDRBackbone, convert_backbone
+from .pddr_backbone import PDDRBackbone
 
-__all__ = ['PDResNet', 'PDDRBackbone', 'NothingConvertedError', 'convert_backbone', 'PAPER_LAYERS']
+__all__ = ['PDResNet', 'PDDRBackbone', 'PAPER_LAYERS']

@@ -22,7 +22,9 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ...ops import PDArgs, PDConv2d
 from ...ops.pd_conv import check_norm_cfg
-from .pddr_backbone import convert_backbone
+from ...surgery import convert_backbone
+from ..convert import convert_to_pd
+from .pddr_backbone import PD_HINT
 
 # the paper's selection: residual-block 3x3 convs (1x1 convs and the 7x7 / deep stem are not 3x3 here)
 PAPER_LAYERS = dict(include=(r'^layer\d+\.\d+\.conv\d$', ), kernel_sizes=(3, ))
@@ -56,8 +58,8 @@ def _preset(resnet: type, zero_init_applies: Callable[[Dict], bool]) -> Callable
         if kwargs.get('norm_cfg') is not None:  # what the branch BNs are built with: it must fold
             check_norm_cfg(kwargs['norm_cfg'], kwargs.get('base_channels', 64))
         model = resnet(depth, **kwargs)
-        convert_backbone(model, 'PDResNet', kwargs.get('in_channels', 3), TRACE_SHAPE, **PAPER_LAYERS,
-                         **pd.to_dict())
+        convert_backbone(model, 'PDResNet', convert_to_pd, kwargs.get('in_channels', 3), TRACE_SHAPE, hint=PD_HINT,
+                         **PAPER_LAYERS, **pd.to_dict())
         if model.zero_init_residual and zero_init_applies(kwargs):
             init_cfg = model.init_cfg if isinstance(model.init_cfg, list) else [model.init_cfg]
             model.init_cfg = [c for c in init_cfg if c] + [dict(type='PDZeroInitResidual')]

@@ -1,9 +1,9 @@
 """Which convolutions of a network a conversion may touch, read from one traced forward of the network.
 
-Shared by the two conversions of pddr_mm, so that both find layers the same way and take the same
-selection arguments: PDDR (:func:`pddr_mm.models.convert.convert_to_pd`) needs each conv's BatchNorm
-partner, RPG (:mod:`pddr_mm.rpg`) needs to know which convs are called and which read the network input
-(the stem). Neither keeps a list of layers per architecture.
+Shared by the conversions of pddr_mm, so that they find layers the same way and take the same selection
+arguments: PDDR (:func:`pddr_mm.models.convert.convert_to_pd`) needs each conv's BatchNorm partner, RPG
+(:mod:`pddr_mm.rpg`) needs to know which convs are called and which read the network input (the stem).
+Neither keeps a list of layers per architecture.
 """
 import copy
 import re
