@@ -1,0 +1,72 @@
+"""configs/fashion_mnist: every config trains an iteration on a tiny unpacked set and evaluates on its test
+images (test_mode=True, not the training set), with the backbone its name says."""
+import glob
+import os.path as osp
+import uuid
+
+import pytest
+from fmnist_fixtures import REPO, SIZES
+from mmengine.config import Config
+from mmengine.registry import DefaultScope
+from mmengine.runner import Runner
+
+import pddr_mm
+from pddr_mm.ops import PDConv2d
+from pddr_mm.rpg import RPGConv2d
+from pddr_mm.utils import setup_runtime
+
+CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', 'fashion_mnist', '*.py')))
+EXPECTED = {  # config -> (the PDDR mode of every PD layer, or 'rpg', or None for plain)
+    'resnet18-w16_fashion-mnist.py': None,
+    'pd-a-resnet18-w16_fashion-mnist.py': 'A',
+    'pd-b-resnet18-w16_fashion-mnist.py': 'B',
+    'pd-b-resnet18-w16_fashion-mnist_anneal.py': 'B',
+    'rpg-resnet18-w16_ring-1-4_fashion-mnist.py': 'rpg',
+}
+
+
+def test_every_config_is_listed():
+    assert sorted(map(osp.basename, CONFIGS)) == sorted(EXPECTED)
+
+
+def test_val_and_test_read_the_test_images_and_train_the_training_images():
+    for path in CONFIGS:
+        cfg = Config.fromfile(path)
+        assert cfg.train_dataloader.dataset.test_mode is False, path
+        for loader in (cfg.val_dataloader, cfg.test_dataloader):
+            assert loader.dataset.type == 'FashionMNIST' and loader.dataset.test_mode is True, path
+        assert cfg.data_preprocessor.num_classes == 10 and len(cfg.data_preprocessor.mean) == 1
+
+
+@pytest.mark.parametrize('config', CONFIGS, ids=osp.basename)
+def test_config_trains_an_iteration_and_evaluates_on_the_test_images(config, fixture_data_root, tmp_path):
+    cfg = Config.fromfile(config)
+    for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
+        loader.dataset.data_prefix = fixture_data_root
+        loader.batch_size = 8
+    cfg.work_dir = str(tmp_path)
+    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=2, val_interval=2)
+    cfg.param_scheduler = dict(type='ConstantLR', factor=1.0, by_epoch=False)
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=2, by_epoch=False)
+    cfg.visualizer.name = f'visualizer_{uuid.uuid4().hex[:8]}'
+    cfg.launcher = 'none'
+    runner = Runner.from_cfg(setup_runtime(cfg))
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        runner.train()
+    assert len(runner.train_dataloader.dataset) == SIZES['train']
+    assert len(runner.val_dataloader.dataset) == SIZES['t10k']
+    assert 0 <= runner.message_hub.get_scalar('val/accuracy/top1').current() <= 100
+    model = runner.model
+    assert model.backbone.conv1.in_channels == 1
+    pd = [m for m in model.modules() if isinstance(m, PDConv2d)]
+    rpg = [m for m in model.modules() if isinstance(m, RPGConv2d)]
+    kind = EXPECTED[osp.basename(config)]
+    if kind is None:
+        assert not pd and not rpg
+    elif kind == 'rpg':
+        assert len(rpg) == 19 and not pd  # every conv but the stem
+    else:
+        assert len(pd) == 16 and {m.mode for m in pd} == {kind} and not rpg  # the blocks' 3x3 convs
+    pddr_mm.switch_to_deploy(model)
+    assert not any(isinstance(m, RPGConv2d) for m in model.modules())
+    assert all(m.deploy for m in model.modules() if isinstance(m, PDConv2d))
