@@ -230,6 +230,37 @@ def test_summary_reports_trainable_parameters_and_plots_against_them(tmp_path):
     assert osp.getsize(osp.join(root, 'summary_params.png')) > 1000
 
 
+def test_paired_differences_to_the_baseline_with_t_intervals(tmp_path):
+    root = str(tmp_path)
+    plain, better, same = (80.0, 82.0, 84.0, 81.0), (81.0, 83.5, 85.0, 82.5), (81.0, 81.0, 85.0, 80.0)
+    for seed in range(4):
+        _fake_done(ablation.run_dir_of(root, 'plain', seed), plain[seed])
+        _fake_done(ablation.run_dir_of(root, 'pd-a', seed), better[seed])
+        if seed != 3:  # pd-b seed 3 unfinished: compared on the three pairs it has
+            _fake_done(ablation.run_dir_of(root, 'pd-b', seed), same[seed])
+    variants = ablation.parse_variants(['plain', 'pd-a', 'pd-b'])
+    md = ablation.report(root, variants, [0, 1, 2, 3], None, 'paired', baseline='plain')
+    pairs = {p['variant']: p for p in ablation.paired_differences(
+        ablation.summarize(ablation.collect(root, ['plain', 'pd-a', 'pd-b'], range(4)), 'accuracy/top1'), 'plain')}
+    # pd-a - plain = 1, 1.5, 1, 1.5: mean 1.25, sample std 0.2887, t(0.975, 3) = 3.1824
+    half = 3.182446305284263 * math.sqrt(1 / 12) / 2
+    assert pairs['pd-a']['mean'] == pytest.approx(1.25) and pairs['pd-a']['n'] == 4
+    assert (pairs['pd-a']['low'], pairs['pd-a']['high']) == pytest.approx((1.25 - half, 1.25 + half))
+    assert pairs['pd-b']['n'] == 3 and pairs['pd-b']['diffs'] == {0: 1.0, 1: -1.0, 2: 1.0}
+    assert f'| pd-a | 1.00 | 1.50 | 1.00 | 1.50 | 1.25 | [{1.25 - half:.2f}, {1.25 + half:.2f}] | 4 | above |' in md
+    assert '| pd-b | 1.00 | -1.00 | 1.00 | n/a | 0.33 |' in md and md.rstrip().endswith('(within noise).')
+
+
+def test_log_linear_fit_per_series():
+    summary = [dict(variant=v, trainable_params=p, mean=m, std=0.5) for v, p, m in (
+        ('ring-1-2', 400, 70.0), ('ring-1-4', 200, 68.0), ('ring-1-8', 100, 66.0),
+        ('plain', 800, 75.0), ('plain@w8', 200, 71.0), ('plain@w4', 50, 60.0))]
+    fits = {f['series']: f for f in ablation.loglinear_fits(summary)}
+    assert fits['ring']['slope'] == pytest.approx(2.0) and fits['ring']['r2'] == pytest.approx(1.0)
+    assert fits['plain']['n'] == 3 and 0 < fits['plain']['r2'] < 1
+    assert '| ring | 3 | +2.00 | 1.00 |' in ablation.fits_markdown(list(fits.values()), 'top1')
+
+
 def test_coco_metric_is_the_default_for_detectors():
     rows = [dict(variant='a', seed=0, status='done', seconds=1,
                  metrics={'coco/bbox_mAP': 0.4, 'coco/bbox_mAP_50': 0.6, 'coco/bbox_mAP_copypaste': '0.4 0.6'})]

@@ -22,7 +22,9 @@ Seed ``s`` sets ``cfg.randomness.seed = s``. Run ``(variant, seed)`` lives in ``
 output) and, once it is finished and evaluated, ``metrics.json``: the marker that makes a re-run skip
 it. A run without the marker resumes from its last checkpoint (mmengine's ``resume``). Results go to
 ``DIR/results.csv`` (one row per run), ``DIR/summary.csv`` and ``DIR/summary.md`` (per variant, mean ±
-sample std over seeds, trainable parameters) and ``DIR/summary.png``; where the variants differ in trainable
+sample std over seeds, trainable parameters; each variant's per-seed difference to ``--baseline``, default
+``plain``, with its mean and 95% t-interval; a log-linear fit of the metric on the trainable parameters per
+series where they differ) and ``DIR/summary.png``; where the variants differ in trainable
 parameters also ``DIR/summary_params.png``, the metric against them on a log axis.
 
 Each run is a subprocess (this script with ``--run-one``): a crash, an out-of-memory kill or a leak in one
@@ -441,13 +443,18 @@ def summarize(rows: List[Dict], metric: str) -> List[Dict]:
     return list(out.values())
 
 
+def _digits(summary: List[Dict]) -> int:
+    """2 decimals for percentages, 4 for fractions."""
+    return 2 if any(s['mean'] > 1.5 for s in summary if not math.isnan(s['mean'])) else 4
+
+
 def _fmt(x: float, digits: int) -> str:
     return 'n/a' if x is None or (isinstance(x, float) and math.isnan(x)) else f'{x:.{digits}f}'
 
 
 def to_markdown(summary: List[Dict], seeds: Sequence[int], metric: str, specs: Dict[str, str],
                 title: str = '') -> str:
-    digits = 2 if any(s['mean'] > 1.5 for s in summary if not math.isnan(s['mean'])) else 4
+    digits = _digits(summary)
     head = ['variant', 'definition'] + [f'seed {s}' for s in seeds] + [f'{metric} mean ± std', 'n', 's/run',
                                                                        'trainable params']
     lines = [f'## {title}' if title else '', '', '| ' + ' | '.join(head) + ' |',
@@ -462,6 +469,70 @@ def to_markdown(summary: List[Dict], seeds: Sequence[int], metric: str, specs: D
     lines.append('std: sample standard deviation over seeds. n/a: fewer than two seeds with the metric, or a seed '
                  'not finished (or finished without the metric, e.g. a detector that made no detection).')
     return '\n'.join(lines).lstrip('\n') + '\n'
+
+
+def paired_differences(summary: List[Dict], baseline: str, confidence: float = 0.95) -> List[Dict]:
+    """Each variant against ``baseline``, paired by seed: per-seed differences, their mean and its
+    ``confidence`` t-interval (seeds where both finished; nan bounds for fewer than two pairs)."""
+    from scipy import stats
+    base = next((s for s in summary if s['variant'] == baseline), None)
+    if base is None:
+        return []
+    out = []
+    for s in summary:
+        if s['variant'] == baseline:
+            continue
+        diffs = {seed: v - base['values'][seed] for seed, v in s['values'].items() if seed in base['values']}
+        mean, std = mean_std(list(diffs.values()))
+        n = len(diffs)
+        half = stats.t.ppf(0.5 + confidence / 2, n - 1) * std / math.sqrt(n) if n > 1 else math.nan
+        out.append(dict(variant=s['variant'], diffs=diffs, n=n, mean=mean, low=mean - half, high=mean + half))
+    return out
+
+
+def paired_markdown(pairs: List[Dict], baseline: str, seeds: Sequence[int], digits: int) -> str:
+    head = ['variant'] + [f'seed {s}' for s in seeds] + ['mean difference', '95% t-interval', 'n', 'verdict']
+    lines = [f'Paired by seed: each variant minus `{baseline}`.', '', '| ' + ' | '.join(head) + ' |',
+             '|' + '---|' * len(head)]
+    for p in pairs:
+        if math.isnan(p['low']):
+            verdict = 'n/a'
+        else:
+            verdict = 'above' if p['low'] > 0 else 'below' if p['high'] < 0 else 'within noise'
+        cells = [p['variant']] + [_fmt(p['diffs'].get(seed), digits) for seed in seeds]
+        cells += [_fmt(p['mean'], digits), f'[{_fmt(p["low"], digits)}, {_fmt(p["high"], digits)}]', str(p['n']),
+                  verdict]
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    lines += ['', f'verdict: the interval above 0 (better than `{baseline}` beyond the seed noise), below 0, or '
+              'containing 0 (within noise).']
+    return '\n'.join(lines) + '\n'
+
+
+def loglinear_fits(summary: List[Dict]) -> List[Dict]:
+    """Per series of the parameter plot (:func:`series_of`) with two or more sizes: the least-squares line of
+    the mean metric on log2(trainable parameters): ``slope`` (metric per doubling), ``r2`` (on the means)."""
+    out = []
+    points = [s for s in summary if s.get('trainable_params') and not math.isnan(s['mean'])]
+    for name in dict.fromkeys(series_of(s['variant']) for s in points):
+        pts = [(math.log2(s['trainable_params']), s['mean']) for s in points if series_of(s['variant']) == name]
+        if len({x for x, _ in pts}) < 2:
+            continue
+        n = len(pts)
+        mx, my = sum(x for x, _ in pts) / n, sum(y for _, y in pts) / n
+        sxx = sum((x - mx)**2 for x, _ in pts)
+        slope = sum((x - mx) * (y - my) for x, y in pts) / sxx
+        ss_res = sum((y - my - slope * (x - mx))**2 for x, y in pts)
+        ss_tot = sum((y - my)**2 for _, y in pts)
+        out.append(dict(series=name, n=n, slope=slope, intercept=my - slope * mx,
+                        r2=1 - ss_res / ss_tot if ss_tot > 0 else math.nan))
+    return out
+
+
+def fits_markdown(fits: List[Dict], metric: str) -> str:
+    lines = [f'Log-linear fit of the mean {metric} on log2(trainable parameters), per series:', '',
+             '| series | sizes | per doubling | R² (means) |', '|---|---|---|---|']
+    lines += [f'| {f["series"]} | {f["n"]} | {f["slope"]:+.2f} | {_fmt(f["r2"], 2)} |' for f in fits]
+    return '\n'.join(lines) + '\n'
 
 
 def write_results_csv(rows: List[Dict], path: str) -> None:
@@ -541,8 +612,11 @@ def plot_params(summary: List[Dict], metric: str, path: str, title: str = '') ->
     return True
 
 
-def report(root: str, variants: List[Variant], seeds: List[int], metric: Optional[str], title: str) -> Optional[str]:
-    """Write results.csv, summary.csv/.md/.png under ``root``; returns the markdown (None: nothing finished)."""
+def report(root: str, variants: List[Variant], seeds: List[int], metric: Optional[str], title: str,
+           baseline: Optional[str] = None) -> Optional[str]:
+    """Write results.csv, summary.csv/.md/.png under ``root``; returns the markdown (None: nothing finished).
+    With a ``baseline`` variant the markdown adds the paired differences to it; where the variants differ in
+    trainable parameters, the log-linear fit per series."""
     rows = collect(root, [v.name for v in variants], seeds)
     write_results_csv(rows, osp.join(root, 'results.csv'))
     metric = metric or default_metric(rows)
@@ -550,6 +624,12 @@ def report(root: str, variants: List[Variant], seeds: List[int], metric: Optiona
         return None
     summary = summarize(rows, metric)
     md = to_markdown(summary, seeds, metric, {v.name: v.spec for v in variants}, title)
+    digits = _digits(summary)
+    if baseline is not None:
+        md += '\n' + paired_markdown(paired_differences(summary, baseline), baseline, seeds, digits)
+    fits = loglinear_fits(summary)
+    if len({s.get('trainable_params') for s in summary}) > 1 and fits:
+        md += '\n' + fits_markdown(fits, metric)
     with open(osp.join(root, 'summary.md'), 'w') as f:
         f.write(md)
     write_summary_csv(summary, metric, osp.join(root, 'summary.csv'))
@@ -573,6 +653,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         'accuracy/top1 or coco/bbox_mAP)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='overrides for every variant (before the variant\'s own), as in tools/train.py')
+    parser.add_argument('--baseline', help='variant the others are compared with, paired by seed (mean difference '
+                        "and its 95%% t-interval; default: 'plain' when it is among the variants)")
     parser.add_argument('--dry-run', action='store_true', help='check the variants and print the plan only')
     parser.add_argument('--run-one', metavar='RUN_DIR', help=argparse.SUPPRESS)  # the per-run subprocess
     args = parser.parse_args(argv)
@@ -591,6 +673,10 @@ def main(argv=None, run_fn: Callable[[str], int] = run_subprocess) -> int:
         seeds = parse_seeds(args.seeds)
     except ValueError as e:
         raise SystemExit(f'ablation.py: {e}')
+    names = [v.name for v in variants]
+    if args.baseline is not None and args.baseline not in names:
+        raise SystemExit(f'ablation.py: --baseline {args.baseline!r} is not one of the variants {names}')
+    baseline = args.baseline or ('plain' if 'plain' in names else None)
     import pddr_mm  # noqa: F401  (registers the PDDR modules: is_pddr_module_cfg looks types up)
     base = Config.fromfile(args.config)
     if args.cfg_options:
@@ -605,7 +691,7 @@ def main(argv=None, run_fn: Callable[[str], int] = run_subprocess) -> int:
     if args.dry_run:
         return 0
     title = f'{osp.basename(args.config)}: {len(variants)} variants x {len(seeds)} seeds'
-    md = report(root, variants, seeds, args.metric, title)
+    md = report(root, variants, seeds, args.metric, title, baseline)
     print(f'\nstudy finished in {time.time() - t0:.0f} s; results in {root}/ (results.csv, summary.md, '
           'summary.csv, summary.png)\n')
     if md is None:
