@@ -198,3 +198,17 @@ def test_step_time_tool_compares_the_same_model_frozen_and_fully_trained(trained
     frozen, full = out['trainable']['dyn_adapter'], out['trainable']['full_finetune']
     assert 0 < frozen < full
     assert json.load(open(tmp_path / 'steps.json'))['trainable'] == out['trainable']
+
+
+def test_exit_sweep_names_a_missing_checkpoint_or_frozen_backbone_file(trained, tmp_path, capsys):
+    _, work, cfg_path = trained
+    tool = _tool('analysis_tools/exit_sweep.py')
+    missing = str(tmp_path / 'epoch_9.pth')
+    with pytest.raises(SystemExit, match=rf'^exit_sweep.py: checkpoint {missing} does not exist: pass a checkpoint '):
+        tool.main([cfg_path, osp.join(work, f'iter_{ITERS}.pth'), missing, '--out-dir', str(tmp_path)])
+    gone = str(tmp_path / 'vit_pretrained.pth')
+    with pytest.raises(SystemExit, match=rf"^exit_sweep.py: the frozen backbone's checkpoint {gone} "
+                       r'\(model.backbone.init_cfg of .*\) does not exist: .*model.backbone.init_cfg.checkpoint=PATH'):
+        tool.main([cfg_path, osp.join(work, f'iter_{ITERS}.pth'), '--out-dir', str(tmp_path), '--cfg-options',
+                   f'model.backbone.init_cfg.checkpoint={gone}'])
+    assert not osp.exists(tmp_path / 'exit_sweep.json')

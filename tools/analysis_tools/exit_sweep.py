@@ -194,6 +194,23 @@ def sweep(cfg: Config, checkpoint: str, thresholds: List[float], device: str,
     return rows
 
 
+def check_files(cfg: Config, config: str, checkpoints: List[str]) -> None:
+    """One line naming the file and what to pass, before any model is built: a checkpoint that is not there,
+    or a frozen backbone file (the backbone's Pretrained init_cfg) that is not there, which the trained-modules
+    checkpoints of a Dyn-Adapter run need."""
+    for ckpt in checkpoints:
+        if not osp.isfile(ckpt):
+            raise SystemExit(f'exit_sweep.py: checkpoint {ckpt} does not exist: pass a checkpoint the training of '
+                             f'{config} wrote (its work_dir, e.g. epoch_N.pth)')
+    init_cfg = cfg.get('model', {}).get('backbone', {}).get('init_cfg') or []
+    for init in init_cfg if isinstance(init_cfg, list) else [init_cfg]:
+        path = init.get('checkpoint') if init.get('type') == 'Pretrained' else None
+        if isinstance(path, str) and '://' not in path and not osp.isfile(path):
+            raise SystemExit(f"exit_sweep.py: the frozen backbone's checkpoint {path} (model.backbone.init_cfg of "
+                             f'{config}) does not exist: train or copy it there, or pass --cfg-options '
+                             'model.backbone.init_cfg.checkpoint=PATH')
+
+
 def main(argv=None) -> List[dict]:
     """Returns the rows of the one checkpoint, or the per-threshold summary (mean, ``<key>_std``) of several."""
     args = parse_args(argv)
@@ -202,6 +219,7 @@ def main(argv=None) -> List[dict]:
         cfg.merge_from_dict(args.cfg_options)
     if args.batch_size:
         cfg.test_dataloader.batch_size = args.batch_size
+    check_files(cfg, args.config, args.checkpoints)
     set_cpu_threads(cfg.get('cpu_threads', None))
     if cfg.get('data_preprocessor') is not None:  # what the Runner does: the config's normalisation
         cfg.model.setdefault('data_preprocessor', cfg.data_preprocessor)
