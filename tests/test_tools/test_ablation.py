@@ -251,6 +251,13 @@ def test_paired_differences_to_the_baseline_with_t_intervals(tmp_path):
     assert '| pd-b | 1.00 | -1.00 | 1.00 | n/a | 0.33 |' in md and md.rstrip().endswith('(within noise).')
 
 
+def test_a_baseline_that_is_not_a_variant_is_refused_before_anything_trains(tmp_path):
+    with pytest.raises(SystemExit, match=r"--baseline 'plian' is not one of the variants \['plain', 'pd-b'\]"):
+        ablation.main([CLS_CONFIG, '--variants', 'plain', 'pd-b', '--baseline', 'plian', '--work-dir', str(tmp_path)],
+                      run_fn=lambda d: pytest.fail('trained'))
+    assert os.listdir(tmp_path) == []
+
+
 def test_log_linear_fit_per_series():
     summary = [dict(variant=v, trainable_params=p, mean=m, std=0.5) for v, p, m in (
         ('ring-1-2', 400, 70.0), ('ring-1-4', 200, 68.0), ('ring-1-8', 100, 66.0),
