@@ -44,7 +44,7 @@ def test_config_builds(config):
         assert model.num_exits == 1 and model.sparsity is None and model.exit_threshold is None
     assert (name.startswith('linear-probe')) == (len(model.adapters) == 0)
     model.train()
-    inputs = torch.randn(2, 3, *model.backbone.img_size)
+    inputs = torch.randn(2, model.backbone.patch_embed.projection.in_channels, *model.backbone.img_size)
     labels = [DataSample().set_gt_label(0), DataSample().set_gt_label(1)]
     losses = model(inputs, labels, mode='loss')
     assert len(losses) == model.num_exits and all(math.isfinite(v.item()) for v in losses.values())

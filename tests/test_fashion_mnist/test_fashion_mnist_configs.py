@@ -70,3 +70,55 @@ def test_config_trains_an_iteration_and_evaluates_on_the_test_images(config, fix
     pddr_mm.switch_to_deploy(model)
     assert not any(isinstance(m, RPGConv2d) for m in model.modules())
     assert all(m.deploy for m in model.modules() if isinstance(m, PDConv2d))
+
+
+DYN_CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', 'dyn_adapter', '*fashion-mnist*.py')))
+
+
+def _point_at(node, root, draw):
+    """Every FashionMNIST dict under ``node`` reads ``root``; every drawn ClassSubset draws ``draw`` images."""
+    if isinstance(node, dict):
+        if node.get('type') == 'FashionMNIST':
+            node['data_prefix'] = root
+        if node.get('type') == 'ClassSubset' and node.get('num_samples'):
+            node['num_samples'] = draw
+            node['part'] = (0, draw - 4) if node['part'][0] == 0 else (draw - 4, draw)
+        for v in node.values():
+            _point_at(v, root, draw)
+
+
+def test_the_dyn_adapter_study_configs_are_all_here():
+    names = sorted(osp.basename(c).split('_')[0] for c in DYN_CONFIGS)
+    assert names == ['adapter', 'dyn-adapter', 'full-ft', 'linear-probe', 'lora', 'vit-tiny-p4']
+
+
+@pytest.mark.parametrize('config', DYN_CONFIGS, ids=osp.basename)
+def test_dyn_adapter_config_splits_the_classes_and_trains_an_iteration(config, fixture_data_root, tmp_path):
+    cfg = Config.fromfile(config)
+    pretraining = osp.basename(config).startswith('vit')
+    cfg.model.backbone.pop('init_cfg', None)  # no pretrained checkpoint in the tests
+    for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
+        _point_at(loader, fixture_data_root, draw=16)
+        loader.batch_size = 4
+    cfg.work_dir = str(tmp_path)
+    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=1, val_interval=1)
+    cfg.param_scheduler = dict(type='ConstantLR', factor=1.0, by_epoch=False)
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=1, by_epoch=False)
+    cfg.visualizer.name = f'visualizer_{uuid.uuid4().hex[:8]}'
+    cfg.launcher = 'none'
+    runner = Runner.from_cfg(setup_runtime(cfg))
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        runner.train()
+        test = runner.test()
+    train, val, tst = (runner.train_dataloader.dataset, runner.val_dataloader.dataset,
+                       runner.test_dataloader.dataset)
+    wanted = [0, 1, 2, 3, 4] if pretraining else [5, 6, 7, 8, 9]
+    assert list(train.label_map) == list(tst.label_map) == wanted
+    assert train.dataset.test_mode is False and tst.dataset.test_mode is True
+    assert len(tst) == SIZES['t10k'] // 2  # the test images of the five classes
+    if pretraining:  # every training image of its classes; monitored on their test images
+        assert len(train) == SIZES['train'] // 2 and val.dataset.test_mode is True
+    else:  # VTAB-1k: one draw from the training images, cut into disjoint train and val parts
+        assert (len(train), len(val)) == (12, 4) and not set(train.indices) & set(val.indices)
+        assert val.dataset.test_mode is False
+    assert 0 <= test['accuracy/top1'] <= 100
