@@ -179,6 +179,29 @@ def test_changed_config_is_refused_for_a_finished_run_before_anything_trains(tmp
     assert calls == []  # seed 0 was not trained first
 
 
+def test_a_run_another_study_is_training_is_skipped_not_trained_twice(tmp_path, capsys):
+    import fcntl
+    base = Config.fromfile(CLS_CONFIG)
+    variants = ablation.parse_variants(['plain'])
+    root = str(tmp_path)
+    busy = ablation.run_dir_of(root, 'plain', 0)
+    os.makedirs(busy)
+    trained = []
+
+    def fake_run(rd):
+        trained.append(rd)
+        _fake_done(rd, 80.0)
+        return 0
+
+    with open(osp.join(busy, ablation.LOCK_FILE), 'w') as held:  # as another study process would hold it
+        fcntl.flock(held, fcntl.LOCK_EX)
+        states = ablation.run_study(base, variants, [0, 1], root, run_fn=fake_run)
+    assert states == {('plain', 0): 'busy', ('plain', 1): 'done'} and trained == [ablation.run_dir_of(root, 'plain', 1)]
+    assert 'plain seed 0: being trained by another process' in capsys.readouterr().out
+    states = ablation.run_study(base, variants, [0, 1], root, run_fn=fake_run)  # the lock is free again
+    assert states == {('plain', 0): 'done', ('plain', 1): 'done'} and trained[-1] == busy
+
+
 def test_changed_config_is_refused_for_an_unfinished_run(tmp_path):
     base = Config.fromfile(CLS_CONFIG)
     rd = ablation.run_dir_of(str(tmp_path), 'pd-b', 0)

@@ -20,7 +20,9 @@ the previous value, ``x:a.b=1,2`` sets ``a.b=[1, 2]``). Presets:
 Seed ``s`` sets ``cfg.randomness.seed = s``. Run ``(variant, seed)`` lives in ``DIR/<variant>/seed<s>/``:
 ``config.py`` (the full config it trains), mmengine's logs and checkpoints, ``run.log`` (its console
 output) and, once it is finished and evaluated, ``metrics.json``: the marker that makes a re-run skip
-it. A run without the marker resumes from its last checkpoint (mmengine's ``resume``). Results go to
+it. A run without the marker resumes from its last checkpoint (mmengine's ``resume``). A run holds an
+exclusive lock on ``DIR/<variant>/seed<s>/.lock`` while it trains, so several studies may share a work dir
+(e.g. one per core, with other variants or seeds): one that reaches a run another is training skips it. Results go to
 ``DIR/results.csv`` (one row per run), ``DIR/summary.csv`` and ``DIR/summary.md`` (per variant, mean ±
 sample std over seeds, trainable parameters; each variant's per-seed difference to ``--baseline``, default
 ``plain``, with its mean and 95% t-interval; a log-linear fit of the metric on the trainable parameters per
@@ -35,8 +37,10 @@ metric of a run is its evaluation at the end of training (the train loop's last 
 after training when a resumed run had nothing left to train).
 """
 import argparse
+import contextlib
 import copy
 import csv
+import fcntl
 import json
 import math
 import os
@@ -56,6 +60,7 @@ TEMPERATURE_HOOK = 'PDDRTemperatureHook'
 ANNEAL_FRACTION = 1 / 3  # pd-b-anneal anneals over this part of training (DyConv: 10 of its first epochs)
 ANNEAL_START = 30.0
 METRICS_FILE = 'metrics.json'
+LOCK_FILE = '.lock'
 _NAME_RE = re.compile(r'^[A-Za-z0-9_.+@-]+$')
 
 
@@ -323,11 +328,22 @@ def run_study(base: Config, variants: List[Variant], seeds: List[int], root: str
             print(f'{tag}: would {"resume" if state == "partial" else "train"} in {rd}', flush=True)
             states[(name, seed)] = state
             continue
-        prepare_run(cfg, rd)
-        print(f'{tag}: {"resuming" if state == "partial" else "training"} in {rd} ...', flush=True)
-        t0 = time.time()
-        rc = run_fn(rd)
-        ok = rc == 0 and run_state(rd) == 'done'
+        with run_lock(rd) as mine:
+            if not mine:
+                print(f'{tag}: being trained by another process ({osp.join(rd, LOCK_FILE)} is locked), skipped',
+                      flush=True)
+                states[(name, seed)] = 'busy'
+                continue
+            state = run_state(rd)  # another study may have finished it meanwhile
+            if state == 'done':
+                print(f'{tag}: finished by another process, skipped', flush=True)
+                states[(name, seed)] = 'done'
+                continue
+            prepare_run(cfg, rd)
+            print(f'{tag}: {"resuming" if state == "partial" else "training"} in {rd} ...', flush=True)
+            t0 = time.time()
+            rc = run_fn(rd)
+            ok = rc == 0 and run_state(rd) == 'done'
         states[(name, seed)] = 'done' if ok else 'failed'
         if ok:
             print(f'{tag}: done in {time.time() - t0:.0f} s', flush=True)
@@ -335,6 +351,23 @@ def run_study(base: Config, variants: List[Variant], seeds: List[int], root: str
             print(f'{tag}: FAILED (exit code {rc}) after {time.time() - t0:.0f} s; the end of '
                   f'{osp.join(rd, "run.log")}:\n{_tail(osp.join(rd, "run.log"))}', flush=True)
     return states
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: str):
+    """Yields whether this process holds the run's lock (an exclusive ``flock`` on ``run_dir/.lock``, released
+    when the process ends, however it ends): two studies sharing a --work-dir never train one run together."""
+    os.makedirs(run_dir, exist_ok=True)
+    with open(osp.join(run_dir, LOCK_FILE), 'w') as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 # ---------------------------------------------------------------------------------------------- worker
@@ -647,7 +680,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('config', nargs='?', help='the config all variants start from')
     parser.add_argument('--variants', nargs='+', default=['plain', 'pd-a', 'pd-b'],
                         help='variants to train (default: plain pd-a pd-b)')
-    parser.add_argument('--seeds', default='3', help='number of seeds (3: seeds 0, 1, 2) or a list (0,5,7)')
+    parser.add_argument('--seeds', default='3', help='number of seeds (3: seeds 0, 1, 2) or a list (0,5,7; one '
+                        'seed: 4,)')
     parser.add_argument('--work-dir', help='study directory (default: work_dirs/ablation/<config name>)')
     parser.add_argument('--metric', help="metric to summarise (default: the evaluator's first, e.g. "
                         'accuracy/top1 or coco/bbox_mAP)')
@@ -702,11 +736,14 @@ def main(argv=None, run_fn: Callable[[str], int] = run_subprocess) -> int:
                   'made no detection: train longer)')
     else:
         print(md)
-    failed = [k for k, s in states.items() if s != 'done']
+    busy = [k for k, s in states.items() if s == 'busy']
+    failed = [k for k, s in states.items() if s not in ('done', 'busy')]
+    if busy:
+        print(f'{len(busy)} run(s) being trained by another process: ' + ', '.join(f'{v} seed {s}' for v, s in busy)
+              + '; run this command again once they are finished')
     if failed:
         print(f'{len(failed)} run(s) failed: ' + ', '.join(f'{v} seed {s}' for v, s in failed))
-        return 1
-    return 0
+    return 1 if busy or failed else 0
 
 
 if __name__ == '__main__':
