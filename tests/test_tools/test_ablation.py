@@ -284,8 +284,10 @@ def test_a_baseline_that_is_not_a_variant_is_refused_before_anything_trains(tmp_
 def test_log_linear_fit_per_series():
     summary = [dict(variant=v, trainable_params=p, mean=m, std=0.5) for v, p, m in (
         ('ring-1-2', 400, 70.0), ('ring-1-4', 200, 68.0), ('ring-1-8', 100, 66.0),
-        ('plain', 800, 75.0), ('plain@w8', 200, 71.0), ('plain@w4', 50, 60.0))]
+        ('plain', 800, 75.0), ('plain@w8', 200, 71.0), ('plain@w4', 50, 60.0),
+        ('pd-a', 1939642, 86.3), ('pd-b', 1958494, 85.9))]  # a series 1% apart: no fit
     fits = {f['series']: f for f in ablation.loglinear_fits(summary)}
+    assert set(fits) == {'ring', 'plain'}
     assert fits['ring']['slope'] == pytest.approx(2.0) and fits['ring']['r2'] == pytest.approx(1.0)
     assert fits['plain']['n'] == 3 and 0 < fits['plain']['r2'] < 1
     assert '| ring | 3 | +2.00 | 1.00 |' in ablation.fits_markdown(list(fits.values()), 'top1')
