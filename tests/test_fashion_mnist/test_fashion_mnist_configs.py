@@ -25,6 +25,17 @@ EXPECTED = {  # config -> (the PDDR mode of every PD layer, or 'rpg', or None fo
 }
 
 
+def _tiny_runner(cfg: Config, work_dir, iters: int) -> Runner:
+    """``cfg`` as an ``iters``-iteration run, validated and checkpointed at its end, in ``work_dir``."""
+    cfg.work_dir = str(work_dir)
+    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=iters, val_interval=iters)
+    cfg.param_scheduler = dict(type='ConstantLR', factor=1.0, by_epoch=False)
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=iters, by_epoch=False)
+    cfg.visualizer.name = f'visualizer_{uuid.uuid4().hex[:8]}'
+    cfg.launcher = 'none'
+    return Runner.from_cfg(setup_runtime(cfg))
+
+
 def test_every_config_is_listed():
     assert sorted(map(osp.basename, CONFIGS)) == sorted(EXPECTED)
 
@@ -44,13 +55,7 @@ def test_config_trains_an_iteration_and_evaluates_on_the_test_images(config, fix
     for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
         loader.dataset.data_prefix = fixture_data_root
         loader.batch_size = 8
-    cfg.work_dir = str(tmp_path)
-    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=2, val_interval=2)
-    cfg.param_scheduler = dict(type='ConstantLR', factor=1.0, by_epoch=False)
-    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=2, by_epoch=False)
-    cfg.visualizer.name = f'visualizer_{uuid.uuid4().hex[:8]}'
-    cfg.launcher = 'none'
-    runner = Runner.from_cfg(setup_runtime(cfg))
+    runner = _tiny_runner(cfg, tmp_path, iters=2)
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         runner.train()
     assert len(runner.train_dataloader.dataset) == SIZES['train']
@@ -100,13 +105,7 @@ def test_dyn_adapter_config_splits_the_classes_and_trains_an_iteration(config, f
     for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
         _point_at(loader, fixture_data_root, draw=16)
         loader.batch_size = 4
-    cfg.work_dir = str(tmp_path)
-    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=1, val_interval=1)
-    cfg.param_scheduler = dict(type='ConstantLR', factor=1.0, by_epoch=False)
-    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=1, by_epoch=False)
-    cfg.visualizer.name = f'visualizer_{uuid.uuid4().hex[:8]}'
-    cfg.launcher = 'none'
-    runner = Runner.from_cfg(setup_runtime(cfg))
+    runner = _tiny_runner(cfg, tmp_path, iters=1)
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         runner.train()
         test = runner.test()
