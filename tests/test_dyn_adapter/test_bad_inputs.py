@@ -95,5 +95,7 @@ def test_exit_sweep_refuses_a_model_without_exits(tmp_path):
     cfg.write_text("default_scope = 'mmpretrain'\nmodel = dict(type='ImageClassifier', backbone=dict("
                    "type='VisionTransformer', arch=dict(embed_dims=32, num_layers=1, num_heads=2, "
                    "feedforward_channels=64), img_size=32, patch_size=4))\n")
+    unused = tmp_path / 'unused.pth'  # there (a missing one is refused first), never read
+    unused.write_bytes(b'')
     with pytest.raises(ValueError, match='exit_sweep needs a DynAdapterClassifier'):
-        _exit_sweep().main([str(cfg), 'unused.pth'])
+        _exit_sweep().main([str(cfg), str(unused)])
