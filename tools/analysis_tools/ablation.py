@@ -553,7 +553,7 @@ def loglinear_fits(summary: List[Dict]) -> List[Dict]:
         if max(xs) - min(xs) < 1:
             continue
         n = len(pts)
-        mx, my = sum(x for x, _ in pts) / n, sum(y for _, y in pts) / n
+        mx, my = sum(xs) / n, sum(y for _, y in pts) / n
         sxx = sum((x - mx)**2 for x, _ in pts)
         slope = sum((x - mx) * (y - my) for x, y in pts) / sxx
         ss_res = sum((y - my - slope * (x - mx))**2 for x, y in pts)
@@ -662,8 +662,8 @@ def report(root: str, variants: List[Variant], seeds: List[int], metric: Optiona
     digits = _digits(summary)
     if baseline is not None:
         md += '\n' + paired_markdown(paired_differences(summary, baseline), baseline, seeds, digits)
-    fits = loglinear_fits(summary)
-    if len({s.get('trainable_params') for s in summary}) > 1 and fits:
+    fits = loglinear_fits(summary)  # only series spanning a doubling: the variants differ in parameters
+    if fits:
         md += '\n' + fits_markdown(fits, metric)
     with open(osp.join(root, 'summary.md'), 'w') as f:
         f.write(md)
